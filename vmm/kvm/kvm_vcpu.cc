@@ -1,0 +1,101 @@
+#include "vmm/kvm/kvm_vcpu.h"
+
+#include <sys/ioctl.h>
+
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "vmm/base/errors.h"
+#include "vmm/kvm/kvm_flex_ioctls.h"
+
+namespace vessel {
+
+int KvmVcpu::Run() { return ::ioctl(fd_.get(), KVM_RUN, 0) == 0 ? 0 : errno; }
+
+absl::StatusOr<kvm_regs> KvmVcpu::GetRegs() const {
+  kvm_regs regs;
+  if (::ioctl(fd_.get(), KVM_GET_REGS, &regs) != 0) return ErrnoStatus("KVM_GET_REGS");
+  return regs;
+}
+
+absl::Status KvmVcpu::SetRegs(const kvm_regs& regs) {
+  if (::ioctl(fd_.get(), KVM_SET_REGS, &regs) != 0) return ErrnoStatus("KVM_SET_REGS");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<kvm_sregs> KvmVcpu::GetSregs() const {
+  kvm_sregs sregs;
+  if (::ioctl(fd_.get(), KVM_GET_SREGS, &sregs) != 0) return ErrnoStatus("KVM_GET_SREGS");
+  return sregs;
+}
+
+absl::Status KvmVcpu::SetSregs(const kvm_sregs& sregs) {
+  if (::ioctl(fd_.get(), KVM_SET_SREGS, &sregs) != 0) return ErrnoStatus("KVM_SET_SREGS");
+  return absl::OkStatus();
+}
+
+absl::Status KvmVcpu::SetFpu(const kvm_fpu& fpu) {
+  if (::ioctl(fd_.get(), KVM_SET_FPU, &fpu) != 0) return ErrnoStatus("KVM_SET_FPU");
+  return absl::OkStatus();
+}
+
+absl::Status KvmVcpu::SetCpuid(const std::vector<kvm_cpuid_entry2>& entries) {
+  if (vessel_kvm_set_cpuid2(fd_.get(), entries.data(), static_cast<uint32_t>(entries.size())) != 0) {
+    return ErrnoStatus("KVM_SET_CPUID2");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvmVcpu::SetMsrs(const std::vector<kvm_msr_entry>& entries) {
+  int n = vessel_kvm_set_msrs(fd_.get(), entries.data(), static_cast<uint32_t>(entries.size()));
+  if (n < 0) return ErrnoStatus("KVM_SET_MSRS");
+  if (static_cast<size_t>(n) != entries.size()) {
+    return absl::InternalError(absl::StrFormat("KVM_SET_MSRS: KVM refused MSR %#x",
+                                               entries[static_cast<size_t>(n)].index));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint64_t>> KvmVcpu::GetMsrs(const std::vector<uint32_t>& indices) const {
+  std::vector<kvm_msr_entry> entries(indices.size());
+  for (size_t i = 0; i < indices.size(); ++i) entries[i].index = indices[i];
+  int n = vessel_kvm_get_msrs(fd_.get(), entries.data(), static_cast<uint32_t>(entries.size()));
+  if (n < 0 || static_cast<size_t>(n) != indices.size()) return ErrnoStatus("KVM_GET_MSRS");
+  std::vector<uint64_t> values;
+  for (const kvm_msr_entry& e : entries) values.push_back(e.data);
+  return values;
+}
+
+absl::StatusOr<kvm_lapic_state> KvmVcpu::GetLapic() const {
+  kvm_lapic_state lapic;
+  if (::ioctl(fd_.get(), KVM_GET_LAPIC, &lapic) != 0) return ErrnoStatus("KVM_GET_LAPIC");
+  return lapic;
+}
+
+absl::Status KvmVcpu::SetLapic(const kvm_lapic_state& lapic) {
+  if (::ioctl(fd_.get(), KVM_SET_LAPIC, &lapic) != 0) return ErrnoStatus("KVM_SET_LAPIC");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<kvm_vcpu_events> KvmVcpu::GetEvents() const {
+  kvm_vcpu_events events;
+  if (::ioctl(fd_.get(), KVM_GET_VCPU_EVENTS, &events) != 0) return ErrnoStatus("KVM_GET_VCPU_EVENTS");
+  return events;
+}
+
+absl::Status KvmVcpu::SetEvents(const kvm_vcpu_events& events) {
+  if (::ioctl(fd_.get(), KVM_SET_VCPU_EVENTS, &events) != 0) return ErrnoStatus("KVM_SET_VCPU_EVENTS");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> KvmVcpu::Translate(uint64_t gva) const {
+  kvm_translation tr = {};
+  tr.linear_address = gva;
+  if (::ioctl(fd_.get(), KVM_TRANSLATE, &tr) != 0) return ErrnoStatus("KVM_TRANSLATE");
+  if (!tr.valid) {
+    return absl::NotFoundError(absl::StrFormat("guest virtual address %#x is not mapped", gva));
+  }
+  return static_cast<uint64_t>(tr.physical_address);
+}
+
+}  // namespace vessel

@@ -1,0 +1,38 @@
+// KvmVm: one KVM virtual machine fd: memory slots, in-kernel irqchip/PIT, interrupt lines, vCPUs.
+#ifndef VESSEL_VMM_KVM_KVM_VM_H_
+#define VESSEL_VMM_KVM_KVM_VM_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "vmm/base/scoped_fd.h"
+
+namespace vessel {
+
+class KvmVcpu;
+
+class KvmVm {
+ public:
+  KvmVm(ScopedFd fd, int vcpu_mmap_size) : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}
+  KvmVm(KvmVm&&) = default;
+  KvmVm& operator=(KvmVm&&) = default;
+
+  int fd() const { return fd_.get(); }
+  absl::Status SetUserMemoryRegion(uint32_t slot, uint64_t gpa, uint64_t size, void* host);
+  absl::Status SetTssAddress(uint64_t gpa);
+  absl::Status SetIdentityMapAddress(uint64_t gpa);
+  absl::Status CreateIrqchip();
+  absl::Status CreatePit();
+  // KVM_IRQ_LINE on the in-kernel PIC/IOAPIC. Safe from any thread.
+  absl::Status SetIrqLine(uint32_t irq, bool level);
+  absl::StatusOr<KvmVcpu> CreateVcpu(uint32_t id);
+
+ private:
+  ScopedFd fd_;
+  int vcpu_mmap_size_;
+};
+
+}  // namespace vessel
+
+#endif  // VESSEL_VMM_KVM_KVM_VM_H_

@@ -1,0 +1,449 @@
+#include "vmm/machine.h"
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "arch/x86_64/boot_params.h"
+#include "arch/x86_64/e820.h"
+#include "arch/x86_64/elf_symbols.h"
+#include "arch/x86_64/kernel_loader.h"
+#include "arch/x86_64/layout.h"
+#include "arch/x86_64/mptable.h"
+#include "arch/x86_64/vcpu_setup.h"
+#include "vmm/base/errors.h"
+#include "vmm/base/file_util.h"
+#include "vmm/base/log.h"
+#include "vmm/kvm/kvm_irq_line.h"
+#include "vmm/legacy/cmos_rtc.h"
+#include "vmm/legacy/i8042.h"
+#include "vmm/legacy/power_port.h"
+
+namespace vessel {
+namespace {
+
+constexpr uint64_t kMaxKernelBytes = 512ull << 20;
+constexpr uint64_t kMinMemMib = 16;
+constexpr uint64_t kMaxMemMib = 1ull << 20;  // 1 TiB
+// The signal that kicks a vCPU thread out of KVM_RUN.
+const int kKickSignal = SIGRTMIN;
+constexpr auto kJoinTimeout = std::chrono::seconds(5);
+// Command line every guest gets: serial console, reboot through the keyboard controller, reboot on
+// panic (so a dead guest ends the VM), no port-0x80 I/O delays, no PCI probing.
+constexpr char kBaseCmdline[] = "console=ttyS0 reboot=k panic=-1 io_delay=none pci=off";
+
+void InstallKickHandler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = [](int) {};  // only interrupts KVM_RUN; no SA_RESTART
+    sigemptyset(&sa.sa_mask);
+    sigaction(kKickSignal, &sa, nullptr);
+  });
+}
+
+const char* KvmExitName(uint32_t reason) {
+  switch (reason) {
+    case KVM_EXIT_IO: return "io";
+    case KVM_EXIT_MMIO: return "mmio";
+    case KVM_EXIT_HLT: return "hlt";
+    case KVM_EXIT_SHUTDOWN: return "shutdown";
+    case KVM_EXIT_FAIL_ENTRY: return "fail_entry";
+    case KVM_EXIT_INTR: return "intr";
+    case KVM_EXIT_INTERNAL_ERROR: return "internal_error";
+    case KVM_EXIT_SYSTEM_EVENT: return "system_event";
+    case KVM_EXIT_DEBUG: return "debug";
+    case KVM_EXIT_IRQ_WINDOW_OPEN: return "irq_window_open";
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
+absl::string_view ExitReasonName(ExitReason reason) {
+  switch (reason) {
+    case ExitReason::kPoweroff: return "poweroff";
+    case ExitReason::kReboot: return "reboot";
+    case ExitReason::kCrash: return "crash";
+    case ExitReason::kHostStop: return "host stop";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(MachineConfig config) {
+  std::unique_ptr<Machine> m(new Machine());
+  m->created_ = std::chrono::steady_clock::now();
+  m->config_ = std::move(config);
+  absl::Status s = m->Build();
+  if (!s.ok()) return s;
+  m->setup_ = m->SinceCreate();
+  return m;
+}
+
+std::chrono::nanoseconds Machine::SinceCreate() const {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                              created_);
+}
+
+absl::Status Machine::Build() {
+  const MachineConfig& c = config_;
+  if (c.vcpus == 0 || c.vcpus > x86::kMaxVcpus) {
+    return absl::InvalidArgumentError(absl::StrCat("--vcpus ", c.vcpus, " is out of range 1..", x86::kMaxVcpus));
+  }
+  if (c.mem_mib < kMinMemMib || c.mem_mib > kMaxMemMib) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mem-mib ", c.mem_mib, " is out of range ", kMinMemMib, "..", kMaxMemMib));
+  }
+  if (c.kernel_path.empty()) return absl::InvalidArgumentError("no kernel given: pass --kernel PATH");
+  platform_ = c.platform.has_value() ? *c.platform : DetectPlatform();
+
+  VESSEL_ASSIGN_OR_RETURN(KvmSystem kvm, KvmSystem::Open());
+  kvm_.emplace(std::move(kvm));
+  int max_vcpus = std::max(kvm_->CheckExtension(KVM_CAP_MAX_VCPUS), kvm_->CheckExtension(KVM_CAP_NR_VCPUS));
+  if (max_vcpus > 0 && c.vcpus > static_cast<uint32_t>(max_vcpus)) {
+    return absl::InvalidArgumentError(absl::StrCat("--vcpus ", c.vcpus, ": this host's KVM allows ", max_vcpus));
+  }
+  VESSEL_ASSIGN_OR_RETURN(KvmVm vm, kvm_->CreateVm());
+  vm_.emplace(std::move(vm));
+  VESSEL_RETURN_IF_ERROR(vm_->SetTssAddress(x86::kTssAddr));
+  VESSEL_RETURN_IF_ERROR(vm_->SetIdentityMapAddress(x86::kIdentityMapAddr));
+  VESSEL_RETURN_IF_ERROR(vm_->CreateIrqchip());
+  VESSEL_RETURN_IF_ERROR(vm_->CreatePit());
+
+  // Guest RAM.
+  const uint64_t mem_bytes = c.mem_mib << 20;
+  x86::RamLayout ram = x86::SplitRam(mem_bytes);
+  std::vector<GuestRange> ranges = {{0, ram.low_end}};
+  if (ram.high_bytes > 0) ranges.push_back({x86::kMmioGapEnd, ram.high_bytes});
+  VESSEL_ASSIGN_OR_RETURN(GuestMemory memory,
+                          GuestMemory::Create(ranges, GuestMemory::Options{c.hugepages}));
+  memory_.emplace(std::move(memory));
+  for (size_t i = 0; i < memory_->regions().size(); ++i) {
+    const GuestRegion& r = memory_->regions()[i];
+    VESSEL_RETURN_IF_ERROR(vm_->SetUserMemoryRegion(static_cast<uint32_t>(i), r.gpa, r.size, r.host));
+  }
+
+  // Kernel, initrd, command line, boot structures.
+  absl::StatusOr<std::vector<uint8_t>> kernel_file = ReadFileBytes(c.kernel_path, kMaxKernelBytes);
+  if (!kernel_file.ok()) {
+    return absl::Status(kernel_file.status().code(),
+                        absl::StrCat("kernel: ", kernel_file.status().message()));
+  }
+  absl::StatusOr<x86::KernelImage> image = x86::ParseKernel(*kernel_file);
+  if (!image.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(c.kernel_path, ": ", image.status().message()));
+  }
+  VESSEL_RETURN_IF_ERROR(x86::LoadKernel(*image, *kernel_file, *memory_));
+
+  x86::BootParamsInput boot;
+  boot.header = image->header;
+  if (!c.initrd_path.empty()) {
+    absl::StatusOr<std::vector<uint8_t>> initrd = ReadFileBytes(c.initrd_path, mem_bytes);
+    if (!initrd.ok()) {
+      return absl::Status(initrd.status().code(),
+                          absl::StrCat("initrd: ", initrd.status().message(),
+                                       " (it must fit in guest RAM: raise --mem-mib)"));
+    }
+    VESSEL_ASSIGN_OR_RETURN(uint64_t initrd_addr, x86::PlaceInitrd(*image, initrd->size(), ram.low_end));
+    VESSEL_RETURN_IF_ERROR(memory_->Write(initrd_addr, initrd->data(), initrd->size()));
+    boot.initrd_addr = initrd_addr;
+    boot.initrd_size = initrd->size();
+  }
+  cmdline_ = kBaseCmdline;
+  if (platform_.flavor == KvmFlavor::kPvm) absl::StrAppend(&cmdline_, " ", x86::PvmCmdlineAdditions());
+  if (!c.extra_cmdline.empty()) absl::StrAppend(&cmdline_, " ", c.extra_cmdline);
+  VESSEL_RETURN_IF_ERROR(x86::CheckCmdline(*image, cmdline_));
+  VESSEL_RETURN_IF_ERROR(memory_->Write(x86::kCmdlineAddr, cmdline_.c_str(), cmdline_.size() + 1));
+  boot.cmdline_addr = x86::kCmdlineAddr;
+  boot.cmdline_size = static_cast<uint32_t>(cmdline_.size());
+  VESSEL_ASSIGN_OR_RETURN(boot.e820, x86::BuildE820(mem_bytes));
+  VESSEL_ASSIGN_OR_RETURN(boot_params zero_page, x86::BuildBootParams(boot));
+  VESSEL_RETURN_IF_ERROR(memory_->WriteObj(x86::kZeroPageAddr, zero_page));
+  VESSEL_RETURN_IF_ERROR(x86::WriteMpTable(*memory_, c.vcpus));
+  VESSEL_RETURN_IF_ERROR(x86::WriteBootStructures(*memory_));
+
+  if (platform_.flavor == KvmFlavor::kPvm) {
+    std::optional<uint64_t> pf_entry;
+    if (image->format == x86::KernelFormat::kElf) {
+      absl::StatusOr<uint64_t> sym = x86::FindElfSymbol(*kernel_file, "asm_exc_page_fault");
+      if (sym.ok()) pf_entry = *sym;
+    }
+    compat_ = std::make_unique<x86::PvmCompat>(&*memory_, pf_entry);
+    compat_->MaintainTrap();
+    LogInfo("platform: ", platform_.Name(), ": compatibility profile on (", x86::PvmCmdlineAdditions(),
+            pf_entry ? absl::StrFormat(", SYSCALL fix via #PF trap at %#x", *pf_entry) : "", ")");
+  }
+
+  VESSEL_RETURN_IF_ERROR(SetUpDevices());
+
+  VESSEL_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> cpuid, kvm_->SupportedCpuid());
+  x86::VcpuBootInfo info{c.vcpus, image->entry, std::move(cpuid)};
+  for (uint32_t id = 0; id < c.vcpus; ++id) {
+    VESSEL_ASSIGN_OR_RETURN(KvmVcpu vcpu, vm_->CreateVcpu(id));
+    absl::Status s = x86::SetupVcpu(vcpu, info);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat("vCPU ", id, ": ", s.message()));
+    vcpus_.push_back(std::move(vcpu));
+  }
+  exit_counts_.assign(c.vcpus, {});
+  return absl::OkStatus();
+}
+
+absl::Status Machine::SetUpDevices() {
+  auto sink = config_.console_sink;
+  serial_ = std::make_shared<Serial16550>(
+      std::make_shared<KvmIrqLine>(&*vm_, Serial16550::kCom1Irq),
+      [this, sink](absl::string_view bytes) {
+        int64_t expected = -1;
+        first_console_ns_.compare_exchange_strong(expected, SinceCreate().count());
+        if (sink) sink(bytes);
+      });
+  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(serial_, Serial16550::kCom1Base, 8, "COM1 16550"));
+  auto i8042 = std::make_shared<I8042>([this] { End(ExitReason::kReboot, "guest reset the machine through the i8042 keyboard controller"); });
+  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(i8042, I8042::kDataPort, 1, "i8042 data"));
+  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(i8042, I8042::kCommandPort, 1, "i8042 command"));
+  auto power = std::make_shared<PowerPort>(
+      [this] { End(ExitReason::kPoweroff, "guest powered off"); },
+      [this] { End(ExitReason::kReboot, "guest reset the machine through the power port"); });
+  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(power, PowerPort::kPort, 1, "power port"));
+  debug_port_ = std::make_shared<DebugPort>(created_);
+  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(debug_port_, DebugPort::kPort, 1, "boot-timing port"));
+  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(std::make_shared<CmosRtc>(), CmosRtc::kPort, 2, "CMOS RTC"));
+  return absl::OkStatus();
+}
+
+Machine::~Machine() {
+  Stop();
+  JoinAll();
+}
+
+absl::Status Machine::Start() {
+  std::lock_guard lock(mu_);
+  if (!threads_.empty()) return absl::FailedPreconditionError("machine already started");
+  if (exit_.has_value()) return absl::FailedPreconditionError("machine already ended");
+  InstallKickHandler();
+  for (size_t i = 0; i < vcpus_.size(); ++i) {
+    running_threads_.fetch_add(1);
+    threads_.emplace_back([this, i] { RunVcpu(i); });
+  }
+  return absl::OkStatus();
+}
+
+void Machine::RunVcpu(size_t index) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, kKickSignal);
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  pthread_setname_np(pthread_self(), absl::StrCat("vcpu", index).c_str());
+  KvmVcpu& vcpu = vcpus_[index];
+  if (index == 0) {
+    int64_t expected = -1;
+    first_run_ns_.compare_exchange_strong(expected, SinceCreate().count());
+  }
+  while (!stopping_.load(std::memory_order_acquire)) {
+    int err = vcpu.Run();
+    if (err == EINTR || err == EAGAIN) continue;
+    if (err != 0) {
+      End(ExitReason::kCrash, absl::StrCat("vCPU ", index, ": KVM_RUN failed: ", std::strerror(err)));
+      break;
+    }
+    uint32_t reason = vcpu.run()->exit_reason;
+    ++exit_counts_[index][reason < 64 ? reason : 63];
+    if (compat_) compat_->MaintainTrap();
+    if (!HandleExit(vcpu)) break;
+  }
+  running_threads_.fetch_sub(1);
+}
+
+bool Machine::HandleExit(KvmVcpu& vcpu) {
+  kvm_run* run = vcpu.run();
+  switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+      HandleIo(run);
+      return true;
+    case KVM_EXIT_MMIO:
+      HandleMmio(run);
+      return true;
+    case KVM_EXIT_INTR:
+      return true;
+    case KVM_EXIT_HLT:
+      End(ExitReason::kCrash, absl::StrCat("vCPU ", vcpu.id(), " halted (HLT) with no way to wake: ",
+                                           DescribeVcpu(vcpu)));
+      return false;
+    case KVM_EXIT_SHUTDOWN:
+      End(ExitReason::kCrash, absl::StrCat("vCPU ", vcpu.id(), " triple fault (KVM_EXIT_SHUTDOWN): ",
+                                           DescribeVcpu(vcpu)));
+      return false;
+    case KVM_EXIT_FAIL_ENTRY:
+      End(ExitReason::kCrash,
+          absl::StrFormat("vCPU %d: KVM_EXIT_FAIL_ENTRY, hardware entry failure reason %#x: %s",
+                          vcpu.id(), run->fail_entry.hardware_entry_failure_reason, DescribeVcpu(vcpu)));
+      return false;
+    case KVM_EXIT_INTERNAL_ERROR: {
+      if (compat_ && run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION) {
+        absl::StatusOr<bool> handled = compat_->HandleEmulationFailure(vcpu);
+        if (handled.ok() && *handled) return true;
+        if (!handled.ok()) LogError("kvm_pvm compat: ", handled.status().message());
+      }
+      End(ExitReason::kCrash, absl::StrCat("vCPU ", vcpu.id(), ": KVM_EXIT_INTERNAL_ERROR suberror ",
+                                           run->internal.suberror, ": ", DescribeVcpu(vcpu)));
+      return false;
+    }
+    case KVM_EXIT_SYSTEM_EVENT:
+      switch (run->system_event.type) {
+        case KVM_SYSTEM_EVENT_SHUTDOWN: End(ExitReason::kPoweroff, "guest powered off (system event)"); break;
+        case KVM_SYSTEM_EVENT_RESET: End(ExitReason::kReboot, "guest reset (system event)"); break;
+        default: End(ExitReason::kCrash, absl::StrCat("guest system event ", run->system_event.type)); break;
+      }
+      return false;
+    default: {
+      const char* name = KvmExitName(run->exit_reason);
+      End(ExitReason::kCrash, absl::StrCat("vCPU ", vcpu.id(), ": unhandled KVM exit ",
+                                           name ? name : absl::StrCat(run->exit_reason), ": ",
+                                           DescribeVcpu(vcpu)));
+      return false;
+    }
+  }
+}
+
+void Machine::HandleIo(kvm_run* run) {
+  uint8_t* data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
+  const size_t size = run->io.size;
+  for (uint32_t i = 0; i < run->io.count; ++i, data += size) {
+    bool handled;
+    if (run->io.direction == KVM_EXIT_IO_OUT) {
+      handled = io_bus_.Write(run->io.port, absl::Span<const uint8_t>(data, size));
+    } else {
+      handled = io_bus_.Read(run->io.port, absl::Span<uint8_t>(data, size));
+      if (!handled) std::memset(data, 0xff, size);
+    }
+    if (!handled && unhandled_io_log_.Allow()) {
+      LogWarning(absl::StrFormat("guest %s unhandled I/O port %#x (size %d); ignored (%d so far)",
+                                 run->io.direction == KVM_EXIT_IO_OUT ? "wrote" : "read",
+                                 run->io.port, size, unhandled_io_log_.count()));
+    }
+  }
+}
+
+void Machine::HandleMmio(kvm_run* run) {
+  const size_t len = std::min<size_t>(run->mmio.len, sizeof(run->mmio.data));
+  bool handled;
+  if (run->mmio.is_write) {
+    handled = mmio_bus_.Write(run->mmio.phys_addr, absl::Span<const uint8_t>(run->mmio.data, len));
+  } else {
+    handled = mmio_bus_.Read(run->mmio.phys_addr, absl::Span<uint8_t>(run->mmio.data, len));
+    if (!handled) std::memset(run->mmio.data, 0xff, len);
+  }
+  if (!handled && unhandled_mmio_log_.Allow()) {
+    LogWarning(absl::StrFormat("guest %s unmapped MMIO %#x (len %d); ignored (%d so far)",
+                               run->mmio.is_write ? "wrote" : "read", run->mmio.phys_addr, len,
+                               unhandled_mmio_log_.count()));
+  }
+}
+
+std::string Machine::DescribeVcpu(const KvmVcpu& vcpu) const {
+  absl::StatusOr<kvm_regs> regs = vcpu.GetRegs();
+  absl::StatusOr<kvm_sregs> sregs = vcpu.GetSregs();
+  if (!regs.ok() || !sregs.ok()) return "registers unavailable";
+  std::string out = absl::StrFormat("RIP %#x RSP %#x CPL %d CR0 %#x CR3 %#x", regs->rip, regs->rsp,
+                                    sregs->cs.selector & 3, sregs->cr0, sregs->cr3);
+  absl::StatusOr<uint64_t> gpa = vcpu.Translate(regs->rip);
+  uint8_t bytes[16];
+  if (gpa.ok() && memory_->Read(*gpa, bytes, sizeof(bytes)).ok()) {
+    absl::StrAppend(&out, ", instruction bytes:");
+    for (uint8_t b : bytes) absl::StrAppendFormat(&out, " %02x", b);
+  } else {
+    absl::StrAppend(&out, ", RIP not in guest RAM");
+  }
+  return out;
+}
+
+void Machine::End(ExitReason reason, std::string detail) {
+  {
+    std::lock_guard lock(mu_);
+    if (exit_.has_value()) return;
+    exit_ = MachineExit{reason, std::move(detail)};
+    ended_ns_.store(SinceCreate().count());
+    stopping_.store(true, std::memory_order_release);
+    KickAll();
+  }
+  cv_.notify_all();
+}
+
+void Machine::KickAll() {
+  // Requires mu_. immediate_exit covers a thread that is about to enter KVM_RUN; the signal one
+  // that is inside it.
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    vcpus_[i].run()->immediate_exit = 1;
+    pthread_kill(threads_[i].native_handle(), kKickSignal);
+  }
+}
+
+void Machine::Stop() { End(ExitReason::kHostStop, "stopped by the host"); }
+
+void Machine::JoinAll() {
+  auto deadline = std::chrono::steady_clock::now() + kJoinTimeout;
+  while (running_threads_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    {
+      std::lock_guard lock(mu_);
+      KickAll();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  if (running_threads_.load() > 0) {
+    LogError("a vCPU thread did not stop within ", kJoinTimeout.count(), " s; waiting for it");
+  }
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+MachineExit Machine::Wait() {
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return exit_.has_value() || threads_.empty(); });
+    if (!exit_.has_value()) return MachineExit{ExitReason::kHostStop, "machine was never started"};
+  }
+  JoinAll();
+  if (compat_) LogInfo(compat_->Summary());
+  std::lock_guard lock(mu_);
+  return *exit_;
+}
+
+void Machine::SendConsoleInput(absl::string_view bytes) { serial_->QueueInput(bytes); }
+
+BootTimeline Machine::timeline() const {
+  BootTimeline t;
+  t.setup = setup_;
+  auto opt = [](int64_t v) -> std::optional<std::chrono::nanoseconds> {
+    if (v < 0) return std::nullopt;
+    return std::chrono::nanoseconds(v);
+  };
+  t.first_run = opt(first_run_ns_.load());
+  t.first_console = opt(first_console_ns_.load());
+  t.ended = opt(ended_ns_.load());
+  if (debug_port_) t.marks = debug_port_->marks();
+  return t;
+}
+
+std::map<std::string, uint64_t> Machine::exit_counts() const {
+  std::map<std::string, uint64_t> out;
+  for (const auto& per_vcpu : exit_counts_) {
+    for (size_t r = 0; r < per_vcpu.size(); ++r) {
+      if (per_vcpu[r] == 0) continue;
+      const char* name = KvmExitName(static_cast<uint32_t>(r));
+      out[name ? name : absl::StrCat("exit_", r)] += per_vcpu[r];
+    }
+  }
+  return out;
+}
+
+std::string Machine::compat_summary() const { return compat_ ? compat_->Summary() : ""; }
+
+}  // namespace vessel

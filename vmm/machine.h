@@ -1,0 +1,136 @@
+// Machine: one x86_64 KVM virtual machine running in this process.
+//
+// Create() builds everything (KVM VM, guest RAM, kernel + initrd + boot structures, legacy devices,
+// vCPUs) and fails with a message naming the thing and the fix. Start() runs one thread per vCPU;
+// Wait() returns why the VM ended; Stop() ends it from the host. When the Machine is destroyed the
+// process holds no thread, fd or mapping that was opened for it.
+#ifndef VESSEL_VMM_MACHINE_H_
+#define VESSEL_VMM_MACHINE_H_
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "arch/x86_64/compat/pvm_compat.h"
+#include "vmm/base/log.h"
+#include "vmm/bus/bus.h"
+#include "vmm/kvm/kvm_system.h"
+#include "vmm/kvm/kvm_vcpu.h"
+#include "vmm/kvm/kvm_vm.h"
+#include "vmm/kvm/platform.h"
+#include "vmm/legacy/debug_port.h"
+#include "vmm/legacy/serial.h"
+#include "vmm/memory/guest_memory.h"
+
+namespace vessel {
+
+struct MachineConfig {
+  uint32_t vcpus = 1;
+  uint64_t mem_mib = 128;
+  std::string kernel_path;   // ELF vmlinux or bzImage
+  std::string initrd_path;   // optional
+  std::string extra_cmdline; // appended to the command line the VMM builds
+  // Guest console output. Called from vCPU threads; must not block for long.
+  std::function<void(absl::string_view)> console_sink;
+  bool hugepages = false;
+  std::optional<Platform> platform;  // detected when unset
+};
+
+enum class ExitReason { kPoweroff, kReboot, kCrash, kHostStop };
+absl::string_view ExitReasonName(ExitReason reason);
+
+struct MachineExit {
+  ExitReason reason;
+  std::string detail;
+};
+
+struct BootTimeline {
+  using ns = std::chrono::nanoseconds;
+  ns setup{0};                      // Create() start -> ready to run
+  std::optional<ns> first_run;      // -> first KVM_RUN
+  std::optional<ns> first_console;  // -> first console byte
+  std::optional<ns> ended;          // -> VM end
+  std::vector<DebugPort::Mark> marks;  // boot-timing port codes
+};
+
+class Machine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Machine>> Create(MachineConfig config);
+  ~Machine();
+  Machine(const Machine&) = delete;
+  Machine& operator=(const Machine&) = delete;
+
+  absl::Status Start();
+  // Blocks until the VM ends, stops and joins every vCPU thread.
+  MachineExit Wait();
+  // Ends the VM with kHostStop (no effect if it already ended). Safe from any thread.
+  void Stop();
+
+  void SendConsoleInput(absl::string_view bytes);
+  const Platform& platform() const { return platform_; }
+  const std::string& cmdline() const { return cmdline_; }
+  BootTimeline timeline() const;
+  // KVM exit counts by reason name, summed over vCPUs; valid after Wait().
+  std::map<std::string, uint64_t> exit_counts() const;
+  // The compat profile's counters, empty on hardware KVM.
+  std::string compat_summary() const;
+
+ private:
+  Machine() = default;
+  absl::Status Build();
+  absl::Status SetUpDevices();
+  void RunVcpu(size_t index);
+  bool HandleExit(KvmVcpu& vcpu);  // false ends this vCPU's loop
+  void HandleIo(kvm_run* run);
+  void HandleMmio(kvm_run* run);
+  void End(ExitReason reason, std::string detail);
+  void KickAll();
+  void JoinAll();
+  std::string DescribeVcpu(const KvmVcpu& vcpu) const;
+  std::chrono::nanoseconds SinceCreate() const;
+
+  MachineConfig config_;
+  Platform platform_;
+  std::chrono::steady_clock::time_point created_;
+  std::chrono::nanoseconds setup_{0};
+  std::string cmdline_;
+
+  std::optional<KvmSystem> kvm_;
+  std::optional<KvmVm> vm_;
+  std::optional<GuestMemory> memory_;
+  std::vector<KvmVcpu> vcpus_;
+  Bus io_bus_{"I/O port"};
+  Bus mmio_bus_{"MMIO"};
+  std::shared_ptr<Serial16550> serial_;
+  std::shared_ptr<DebugPort> debug_port_;
+  std::unique_ptr<x86::PvmCompat> compat_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<MachineExit> exit_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> running_threads_{0};
+  std::atomic<int64_t> first_run_ns_{-1};
+  std::atomic<int64_t> first_console_ns_{-1};
+  std::atomic<int64_t> ended_ns_{-1};
+  std::vector<std::array<uint64_t, 64>> exit_counts_;  // per vCPU, indexed by KVM_EXIT_*
+  RateLimiter unhandled_io_log_;
+  RateLimiter unhandled_mmio_log_;
+};
+
+}  // namespace vessel
+
+#endif  // VESSEL_VMM_MACHINE_H_
