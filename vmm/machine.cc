@@ -184,7 +184,8 @@ absl::Status Machine::Build() {
   VESSEL_RETURN_IF_ERROR(SetUpDevices());
 
   VESSEL_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> cpuid, kvm_->SupportedCpuid());
-  x86::VcpuBootInfo info{c.vcpus, image->entry, std::move(cpuid)};
+  x86::VcpuBootInfo info{c.vcpus, image->entry, std::move(cpuid), nullptr};
+  if (compat_) info.adjust_cpuid = x86::MaskPvmHypercallFeatures;
   for (uint32_t id = 0; id < c.vcpus; ++id) {
     VESSEL_ASSIGN_OR_RETURN(KvmVcpu vcpu, vm_->CreateVcpu(id));
     absl::Status s = x86::SetupVcpu(vcpu, info);
@@ -206,8 +207,8 @@ absl::Status Machine::SetUpDevices() {
       });
   VESSEL_RETURN_IF_ERROR(io_bus_.Insert(serial_, Serial16550::kCom1Base, 8, "COM1 16550"));
   auto i8042 = std::make_shared<I8042>([this] { End(ExitReason::kReboot, "guest reset the machine through the i8042 keyboard controller"); });
-  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(i8042, I8042::kDataPort, 1, "i8042 data"));
-  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(i8042, I8042::kCommandPort, 1, "i8042 command"));
+  // 0x61 (speaker) inside this range is served by KVM's in-kernel PIT and never exits to us.
+  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(i8042, I8042::kDataPort, I8042::kCommandPort - I8042::kDataPort + 1, "i8042"));
   auto power = std::make_shared<PowerPort>(
       [this] { End(ExitReason::kPoweroff, "guest powered off"); },
       [this] { End(ExitReason::kReboot, "guest reset the machine through the power port"); });

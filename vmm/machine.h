@@ -81,6 +81,7 @@ class Machine {
   void SendConsoleInput(absl::string_view bytes);
   const Platform& platform() const { return platform_; }
   const std::string& cmdline() const { return cmdline_; }
+  const GuestMemory& memory() const { return *memory_; }
   BootTimeline timeline() const;
   // KVM exit counts by reason name, summed over vCPUs; valid after Wait().
   std::map<std::string, uint64_t> exit_counts() const;

@@ -24,8 +24,8 @@ inline constexpr uint64_t kVirtioMmioBase = 0xd0000000;
 inline constexpr uint64_t kVirtioMmioSize = 0x10000000;
 inline constexpr uint64_t kIoapicAddr = 0xfec00000;
 inline constexpr uint64_t kLapicAddr = 0xfee00000;
-inline constexpr uint64_t kIdentityMapAddr = 0xfeffc000;  // one page, KVM's EPT identity map
-inline constexpr uint64_t kTssAddr = 0xfeffd000;          // three pages
+inline constexpr uint64_t kIdentityMapAddr = 0xfffbc000;  // one page, KVM's EPT identity map
+inline constexpr uint64_t kTssAddr = 0xfffbd000;          // three pages
 // Linux's kernel text mapping base for non-relocated kernels (__START_KERNEL_map).
 inline constexpr uint64_t kKernelVirtualBase = 0xffffffff80000000ULL;
 inline constexpr uint32_t kMaxVcpus = 128;

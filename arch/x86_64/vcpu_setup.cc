@@ -66,11 +66,13 @@ kvm_lapic_state WithLintPins(const kvm_lapic_state& lapic) {
 }
 
 absl::Status SetupVcpu(KvmVcpu& vcpu, const VcpuBootInfo& info) {
-  absl::Status s = vcpu.SetCpuid(NormalizeCpuid(info.supported_cpuid, vcpu.id(), info.vcpu_count));
+  std::vector<kvm_cpuid_entry2> cpuid = NormalizeCpuid(info.supported_cpuid, vcpu.id(), info.vcpu_count);
+  if (info.adjust_cpuid) info.adjust_cpuid(cpuid);
+  absl::Status s = vcpu.SetCpuid(cpuid);
   if (!s.ok()) return s;
   std::vector<kvm_msr_entry> msrs;
   for (uint32_t index : {kMsrIa32SysenterCs, kMsrIa32SysenterEsp, kMsrIa32SysenterEip, kMsrStar,
-                         kMsrCstar, kMsrKernelGsBase, kMsrSyscallMask, kMsrLstar, kMsrIa32Tsc}) {
+                         kMsrCstar, kMsrKernelGsBase, kMsrSyscallMask, kMsrLstar}) {
     kvm_msr_entry e = {};
     e.index = index;
     msrs.push_back(e);

@@ -7,6 +7,7 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -28,6 +29,8 @@ struct VcpuBootInfo {
   uint32_t vcpu_count;
   uint64_t entry;  // BSP only
   std::vector<kvm_cpuid_entry2> supported_cpuid;
+  // Platform adjustments applied after normalisation (the kvm_pvm profile's masks); may be empty.
+  std::function<void(std::vector<kvm_cpuid_entry2>&)> adjust_cpuid;
 };
 
 // Configures every vCPU; the BSP (id 0) additionally gets registers for the kernel entry.

@@ -1,5 +1,7 @@
 #include "arch/x86_64/compat/pvm_compat.h"
 
+#include <asm/kvm_para.h>
+
 #include <algorithm>
 #include <array>
 
@@ -18,6 +20,14 @@ constexpr uint8_t kBreakpointVector = 3;
 constexpr uint64_t kRflagsFixed = 0x2;
 
 }  // namespace
+
+void MaskPvmHypercallFeatures(std::vector<kvm_cpuid_entry2>& cpuid) {
+  for (kvm_cpuid_entry2& e : cpuid) {
+    if (e.function != KVM_CPUID_FEATURES) continue;
+    e.eax &= ~((1u << KVM_FEATURE_PV_UNHALT) | (1u << KVM_FEATURE_PV_SEND_IPI) |
+               (1u << KVM_FEATURE_PV_SCHED_YIELD));
+  }
+}
 
 std::string PvmCmdlineAdditions() { return "noxsave nopti clearcpuid=308,295,141,154,151"; }
 

@@ -8,6 +8,8 @@
 //  - cmdline: `noxsave nopti clearcpuid=...` (KVM_SET_CPUID2 masks do not reach the guest there).
 //  - int3:    kernel int3 (text_poke, selftest) exits as an emulation failure: skip it, inject #BP.
 //  - fwait:   emulation failure: skip it (no x87 exceptions are ever pending).
+//  - cpuid:   KVM PV features whose hypercalls never complete there (PV IPI, PV unhalt, PV
+//             sched yield) are masked; an SMP guest otherwise hangs at its first PV IPI.
 //  - syscall: an int3 planted over the 3-byte NOP at the start of the guest's asm_exc_page_fault
 //             makes every #PF exit; a #PF whose frame shows RIP == LSTAR from CPL3 is a SYSCALL
 //             that kvm_pvm delivered without switching privilege: the VMM discards the frame and
@@ -23,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -30,6 +33,11 @@
 #include "vmm/memory/guest_memory.h"
 
 namespace vessel::x86 {
+
+// Masks the KVM paravirtual features whose hypercalls (VMCALL) never complete on kvm_pvm:
+// PV IPIs, PV spinlock kicks (PV_UNHALT) and PV sched yield. Without this an SMP guest hangs in
+// kvm_hypercall4 as soon as a secondary CPU sends an IPI. Leaf 0x40000001 EAX.
+void MaskPvmHypercallFeatures(std::vector<kvm_cpuid_entry2>& cpuid);
 
 // Kernel command-line additions for kvm_pvm: SMAP 308, SMEP 295, CX16 141, XSAVE 154, POPCNT 151.
 std::string PvmCmdlineAdditions();
