@@ -11,7 +11,7 @@ constexpr uint32_t kExtLeaf1EcxCmpLegacy = 1u << 1;
 
 uint32_t BitsFor(uint32_t count) {
   uint32_t bits = 0;
-  while ((1u << bits) < count) ++bits;
+  while (bits < 32 && (uint64_t{1} << bits) < count) ++bits;
   return bits;
 }
 

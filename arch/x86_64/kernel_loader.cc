@@ -62,7 +62,11 @@ absl::StatusOr<KernelImage> ParseElf(absl::Span<const uint8_t> file) {
   if (image.segments.empty()) return absl::InvalidArgumentError("ELF kernel: no PT_LOAD segment");
   // vmlinux's entry is physical (phys_startup_64); accept a kernel-virtual one too.
   image.entry = eh.e_entry >= kKernelVirtualBase ? eh.e_entry - kKernelVirtualBase : eh.e_entry;
-  if (image.entry < image.load_start || image.entry >= image.load_end) {
+  bool entry_in_segment = false;
+  for (const ElfSegment& seg : image.segments) {
+    if (image.entry >= seg.paddr && image.entry - seg.paddr < seg.mem_size) entry_in_segment = true;
+  }
+  if (!entry_in_segment) {
     return absl::InvalidArgumentError(
         absl::StrFormat("ELF kernel: entry %#x lies outside its segments", image.entry));
   }
@@ -103,10 +107,9 @@ absl::StatusOr<KernelImage> ParseBzImage(absl::Span<const uint8_t> file) {
   image.load_start = kHighMemoryStart;
   image.entry = kHighMemoryStart + 0x200;  // startup_64
   uint64_t need = std::max<uint64_t>(image.payload_size, hdr.init_size);
-  image.load_end = kHighMemoryStart + need;
-  if (!hdr.relocatable_kernel) {
-    image.load_end = std::max<uint64_t>(image.load_end, hdr.pref_address + hdr.init_size);
-  }
+  // Without KASLR the decompressor moves the kernel to at least pref_address (LOAD_PHYSICAL_ADDR),
+  // relocatable or not, and needs init_size bytes from there.
+  image.load_end = std::max<uint64_t>(kHighMemoryStart + need, hdr.pref_address + hdr.init_size);
   image.cmdline_max = hdr.cmdline_size + 1;  // cmdline_size excludes the NUL
   image.initrd_addr_max = hdr.initrd_addr_max;
   image.header = hdr;

@@ -7,7 +7,7 @@
 namespace vessel::x86 {
 
 inline constexpr uint64_t kGdtAddr = 0x500;
-inline constexpr uint64_t kIdtAddr = 0x520;
+inline constexpr uint64_t kIdtAddr = 0x540;  // after the 5-entry boot GDT (0x500-0x527)
 inline constexpr uint64_t kZeroPageAddr = 0x7000;     // struct boot_params
 inline constexpr uint64_t kBootStackPointer = 0x8ff0;
 inline constexpr uint64_t kPml4Addr = 0x9000;          // then PDPT, then 4 PDs: 0x9000-0xdfff

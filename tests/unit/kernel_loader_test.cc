@@ -410,7 +410,8 @@ TEST(ParseBzImageTest, ValidImage) {
   EXPECT_EQ(image->format, KernelFormat::kBzImage);
   EXPECT_EQ(image->entry, kHighMemoryStart + 0x200);
   EXPECT_EQ(image->load_start, kHighMemoryStart);
-  EXPECT_EQ(image->load_end, kHighMemoryStart + 0x400000);  // init_size > payload
+  // The decompressor runs the kernel from pref_address (16 MiB) even when relocatable.
+  EXPECT_EQ(image->load_end, 0x1000000u + 0x400000);
   EXPECT_EQ(image->cmdline_max, 2048u);
   EXPECT_EQ(image->initrd_addr_max, 0x7fffffffu);
   EXPECT_EQ(image->payload_offset, 5u * 512);
@@ -429,6 +430,7 @@ TEST(ParseBzImageTest, PayloadLargerThanInitSizeSetsLoadEnd) {
   BzSpec spec;
   spec.init_size = 0x1000;
   spec.payload_size = 0x5000;
+  spec.pref_address = 0;  // a header without a preferred address: only the payload at 1 MiB counts
   absl::StatusOr<KernelImage> image = ParseKernel(BuildBzImage(spec));
   ASSERT_TRUE(image.ok()) << image.status();
   EXPECT_EQ(image->load_end, kHighMemoryStart + 0x5000);
@@ -527,7 +529,7 @@ TEST(LoadKernelTest, BzImagePayloadCopiedToOneMiB) {
   const std::vector<uint8_t> file = BuildBzImage(BzSpec{});
   absl::StatusOr<KernelImage> image = ParseKernel(file);
   ASSERT_TRUE(image.ok()) << image.status();
-  GuestMemory mem = MakeMemory(8 * kMiB);
+  GuestMemory mem = MakeMemory(24 * kMiB);  // room up to pref_address + init_size
   ASSERT_TRUE(LoadKernel(*image, file, mem).ok());
   std::vector<uint8_t> payload(0x3000);
   ASSERT_TRUE(mem.Read(kHighMemoryStart, payload.data(), payload.size()).ok());
@@ -594,6 +596,10 @@ TEST(PlaceInitrdTest, OverlappingKernelFails) {
   // One byte more than the room between the kernel and RAM's end.
   const KernelImage image2 = ImageEndingAt(32 * kMiB);
   EXPECT_EQ(PlaceInitrd(image2, 96 * kMiB + 1, 128 * kMiB).status().code(),
+            absl::StatusCode::kOutOfRange);
+  // The kernel's last byte is the initrd's first.
+  const KernelImage image3 = ImageEndingAt(32 * kMiB + 1);
+  EXPECT_EQ(PlaceInitrd(image3, 96 * kMiB, 128 * kMiB).status().code(),
             absl::StatusCode::kOutOfRange);
 }
 

@@ -55,7 +55,8 @@ class SerialTest : public ::testing::Test {
  protected:
   SerialTest()
       : irq_(std::make_shared<RecordingIrqLine>()),
-        serial_(irq_, [this](absl::string_view bytes) { output_.append(bytes.data(), bytes.size()); }) {}
+        serial_(irq_,
+                [this](absl::string_view bytes) { output_.append(bytes.data(), bytes.size()); }) {}
 
   uint8_t ReadReg(uint64_t offset) {
     uint8_t v = 0xcc;
