@@ -20,7 +20,7 @@ test_env="vessel_test_cpus=1 vessel_test_mem_mib=128 vessel.token=bench"
 
 # Reads a console log with one "<host seconds> <line>" per line; prints "first init done".
 milestones() {
-  awk 'NR==1{first=$1} /Run \/init/{if(!init)init=$1} /vessel-test: done/{if(!done)done=$1}
+  awk '!first && $2 !~ /^vessel\[/ && $2 !~ /^qemu/ {first=$1} /Run \/init/{if(!init)init=$1} /vessel-test: done/{if(!done)done=$1}
        END{printf "%s %s %s\n", first?first:"-", init?init:"-", done?done:"-"}' "$1"
 }
 # Runs a command, stamping each output line with host seconds since start; stops at the init's
@@ -41,11 +41,15 @@ printf '%-26s first-byte %8s s   /init %8s s   init-done %8s s   [%s]\n' "vessel
 
 qemu_cmdline="console=ttyS0 reboot=k panic=-1 io_delay=none pci=off $test_env"
 run_qemu() {
-  local name=$1 accel=$2 extra=$3 where=$4
+  local name=$1 accel=$2 extra=$3 where=$4 cpu=max
+  [ "$accel" = kvm ] && cpu=host
   stamp_run "$tmp/$name.log" qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=on -accel "$accel" \
-    -cpu max -m 128 -smp 1 -nodefaults -no-user-config -nographic -serial stdio -no-reboot \
+    -cpu "$cpu" -m 128 -smp 1 -nodefaults -no-user-config -nographic -serial stdio -no-reboot \
     -kernel "$guest/bzImage" -initrd "$guest/initramfs.cpio" -append "$qemu_cmdline $extra" </dev/null
   read -r q_first q_init q_done < <(milestones "$tmp/$name.log")
+  if [ "$q_init" = "-" ]; then
+    echo "boot_compare: qemu ($accel) did not reach /init; its last lines:"; tail -n 3 "$tmp/$name.log" | sed 's/^/    /'
+  fi
   ratio="-"
   if [ "$q_init" != "-" ] && [ "$v_init" != "-" ]; then ratio=$(echo "scale=2; $v_init / $q_init" | bc); fi
   printf '%-26s first-byte %8s s   /init %8s s   init-done %8s s   vessel/this (to /init) %s   [%s]\n' \

@@ -127,7 +127,7 @@ uint64_t ResidentGuestBytes(const GuestMemory& mem) {
 
 // Process RSS growth for a running VM minus the guest pages it touched.
 void BM_VmmRssOverhead(benchmark::State& state) {
-  double overhead = 0;
+  double overhead = 0, delta = 0, guest_kib = 0;
   for (auto _ : state) {
     const uint64_t before = RssBytes();
     MachineConfig c;
@@ -143,11 +143,15 @@ void BM_VmmRssOverhead(benchmark::State& state) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     const uint64_t after = RssBytes();
     const uint64_t guest = ResidentGuestBytes((*m)->memory());
-    overhead = (static_cast<double>(after) - before - guest) / 1024.0;
+    delta = (static_cast<double>(after) - before) / 1024.0;
+    guest_kib = guest / 1024.0;
+    overhead = delta - guest_kib;
     (*m)->Stop();
     (*m)->Wait();
   }
   state.counters["rss_overhead_kib"] = overhead;
+  state.counters["rss_delta_kib"] = delta;
+  state.counters["guest_resident_kib"] = guest_kib;
   Label(state);
 }
 BENCHMARK(BM_VmmRssOverhead)->Iterations(3)->Unit(benchmark::kMillisecond);
