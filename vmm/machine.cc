@@ -17,6 +17,7 @@
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/mptable.h"
 #include "arch/x86_64/vcpu_setup.h"
+#include "devices/virtio/mmio_transport.h"
 #include "vmm/base/errors.h"
 #include "vmm/base/file_util.h"
 #include "vmm/base/log.h"
@@ -31,6 +32,9 @@ namespace {
 constexpr uint64_t kMaxKernelBytes = 512ull << 20;
 constexpr uint64_t kMinMemMib = 16;
 constexpr uint64_t kMaxMemMib = 1ull << 20;  // 1 TiB
+// virtio-mmio interrupts use IOAPIC pins 5..23 (below: legacy ISA devices, COM1 on 4).
+constexpr uint32_t kFirstVirtioGsi = 5;
+constexpr size_t kMaxVirtioDevices = 19;
 // The signal that kicks a vCPU thread out of KVM_RUN.
 const int kKickSignal = SIGRTMIN;
 constexpr auto kJoinTimeout = std::chrono::seconds(5);
@@ -130,6 +134,8 @@ absl::Status Machine::Build() {
     VESSEL_RETURN_IF_ERROR(vm_->SetUserMemoryRegion(static_cast<uint32_t>(i), r.gpa, r.size, r.host));
   }
 
+  VESSEL_RETURN_IF_ERROR(SetUpDevices());
+
   // Kernel, initrd, command line, boot structures.
   absl::StatusOr<std::vector<uint8_t>> kernel_file = ReadFileBytes(c.kernel_path, kMaxKernelBytes);
   if (!kernel_file.ok()) {
@@ -158,6 +164,7 @@ absl::Status Machine::Build() {
   }
   cmdline_ = kBaseCmdline;
   if (platform_.flavor == KvmFlavor::kPvm) absl::StrAppend(&cmdline_, " ", x86::PvmCmdlineAdditions());
+  absl::StrAppend(&cmdline_, device_cmdline_);
   if (!c.extra_cmdline.empty()) absl::StrAppend(&cmdline_, " ", c.extra_cmdline);
   VESSEL_RETURN_IF_ERROR(x86::CheckCmdline(*image, cmdline_));
   VESSEL_RETURN_IF_ERROR(memory_->Write(x86::kCmdlineAddr, cmdline_.c_str(), cmdline_.size() + 1));
@@ -180,8 +187,6 @@ absl::Status Machine::Build() {
     LogInfo("platform: ", platform_.Name(), ": compatibility profile on (", x86::PvmCmdlineAdditions(),
             pf_entry ? absl::StrFormat(", SYSCALL fix via #PF trap at %#x", *pf_entry) : "", ")");
   }
-
-  VESSEL_RETURN_IF_ERROR(SetUpDevices());
 
   VESSEL_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> cpuid, kvm_->SupportedCpuid());
   x86::VcpuBootInfo info{c.vcpus, image->entry, std::move(cpuid), nullptr};
@@ -216,6 +221,22 @@ absl::Status Machine::SetUpDevices() {
   debug_port_ = std::make_shared<DebugPort>(created_);
   VESSEL_RETURN_IF_ERROR(io_bus_.Insert(debug_port_, DebugPort::kPort, 1, "boot-timing port"));
   VESSEL_RETURN_IF_ERROR(io_bus_.Insert(std::make_shared<CmosRtc>(), CmosRtc::kPort, 2, "CMOS RTC"));
+
+  // virtio-mmio devices: one 4 KiB window each from kVirtioMmioBase, IOAPIC pins from 5 up.
+  if (config_.disks.size() > kMaxVirtioDevices) {
+    return absl::InvalidArgumentError(absl::StrCat(config_.disks.size(), " disks given; at most ", kMaxVirtioDevices));
+  }
+  for (size_t i = 0; i < config_.disks.size(); ++i) {
+    absl::StatusOr<std::unique_ptr<block::BlockDevice>> disk = block::BlockDevice::Create(config_.disks[i]);
+    if (!disk.ok()) return disk.status();
+    const uint64_t base = x86::kVirtioMmioBase + i * virtio::MmioTransport::kWindowSize;
+    const uint32_t gsi = kFirstVirtioGsi + static_cast<uint32_t>(i);
+    std::string name = absl::StrCat("virtio-blk ", config_.disks[i].path);
+    auto transport = std::make_shared<virtio::MmioTransport>(
+        name, std::move(*disk), &*memory_, std::make_shared<KvmIrqLine>(&*vm_, gsi));
+    VESSEL_RETURN_IF_ERROR(mmio_bus_.Insert(transport, base, virtio::MmioTransport::kWindowSize, name));
+    absl::StrAppendFormat(&device_cmdline_, " virtio_mmio.device=4K@%#x:%d", base, gsi);
+  }
   return absl::OkStatus();
 }
 

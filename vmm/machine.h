@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "arch/x86_64/compat/pvm_compat.h"
+#include "devices/block/block_device.h"
 #include "vmm/base/log.h"
 #include "vmm/bus/bus.h"
 #include "vmm/kvm/kvm_system.h"
@@ -46,6 +47,8 @@ struct MachineConfig {
   std::function<void(absl::string_view)> console_sink;
   bool hugepages = false;
   std::optional<Platform> platform;  // detected when unset
+  // virtio-blk disks: the first is /dev/vda, the second /dev/vdb, ...
+  std::vector<block::BlockConfig> disks;
 };
 
 enum class ExitReason { kPoweroff, kReboot, kCrash, kHostStop };
@@ -107,6 +110,7 @@ class Machine {
   std::chrono::steady_clock::time_point created_;
   std::chrono::nanoseconds setup_{0};
   std::string cmdline_;
+  std::string device_cmdline_;  // virtio_mmio.device=... for each virtio device
 
   std::optional<KvmSystem> kvm_;
   std::optional<KvmVm> vm_;

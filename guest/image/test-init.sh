@@ -6,6 +6,8 @@
 #   vessel_test_cpus=N vessel_test_mem_mib=M   (plain words: the kernel passes them as environment)
 #   vessel.token=T                             (dotted: only visible in /proc/cmdline, echoed back)
 #   vessel_test_input=1                        (wait for one console line from the host)
+#   vessel_test_disk=1 vessel_test_vda_kb=K    (block checks: /dev/vda is an ext4 image of K KiB,
+#                                               /dev/vdb a read-only raw disk of 16 MiB random data)
 export PATH=/bin
 B=/bin/busybox
 # port OFFSET OCTAL-BYTE: write one byte to an I/O port.
@@ -15,7 +17,7 @@ port 128 '\140'   # boot-timing port 0x80: code 0x60, userspace started
 $B mount -t proc proc /proc
 echo "vessel-test: init running"
 echo "TAP version 13"
-echo "1..4"
+if [ "$vessel_test_disk" = "1" ]; then echo "1..8"; else echo "1..4"; fi
 
 cpus=$($B grep -c '^processor' /proc/cpuinfo)
 echo "# nproc=$cpus"
@@ -56,6 +58,44 @@ if [ "$vessel_test_input" = "1" ]; then
   fi
 else
   echo "ok 4 - console input # SKIP not requested (vessel_test_input=1)"
+fi
+
+if [ "$vessel_test_disk" = "1" ]; then
+  $B mount -t devtmpfs dev /dev
+  while read -r _ _ blocks name; do
+    case "$name" in vda) vda_kb=$blocks ;; vdb) vdb_kb=$blocks ;; esac
+  done < /proc/partitions
+  echo "# vda_kb=$vda_kb"
+  echo "# vdb_kb=$vdb_kb"
+  if [ -n "$vda_kb" ] && [ "$vda_kb" = "$vessel_test_vda_kb" ] && [ -n "$vdb_kb" ]; then
+    echo "ok 5 - block: /dev/vda ($vda_kb KiB) and /dev/vdb found"
+  else
+    echo "not ok 5 - block: /dev/vda ${vda_kb:-missing} KiB (expected $vessel_test_vda_kb), /dev/vdb ${vdb_kb:-missing}"
+  fi
+  if $B mount -t ext4 -o noinit_itable /dev/vda /mnt; then
+    echo "ok 6 - block: ext4 on /dev/vda mounted"
+  else
+    echo "not ok 6 - block: mount ext4 /dev/vda failed"
+  fi
+  if $B dd if=/dev/vdb of=/mnt/data bs=1M count=16 iflag=direct oflag=direct 2>/dev/null; then
+    sum=$($B sha256sum /mnt/data)
+    sum=${sum%% *}
+    echo "$sum" > /mnt/data.sha256
+    $B sync
+    echo "# sha256=$sum"
+    if $B umount /mnt; then
+      echo "ok 7 - block: 16 MiB copied from /dev/vdb to ext4, checksummed, synced, unmounted"
+    else
+      echo "not ok 7 - block: umount failed"
+    fi
+  else
+    echo "not ok 7 - block: copying /dev/vdb to /mnt/data failed"
+  fi
+  if $B dd if=/dev/zero of=/dev/vdb bs=512 count=1 conv=fsync 2>/dev/null; then
+    echo "not ok 8 - block: a write to the read-only /dev/vdb succeeded"
+  else
+    echo "ok 8 - block: the read-only /dev/vdb refuses writes"
+  fi
 fi
 
 echo "vessel-test: done, powering off"

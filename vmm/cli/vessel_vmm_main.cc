@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "vmm/base/errors.h"
 #include "vmm/base/log.h"
 #include "vmm/base/scoped_fd.h"
@@ -118,14 +119,60 @@ std::vector<std::string> DashFlagsToUnderscores(int argc, char** argv) {
   return args;
 }
 
+// --disk PATH[,ro][,serial=ID], repeatable (absl flags keep only the last value of a flag, so
+// these are taken out of argv first). The first disk is /dev/vda.
+absl::StatusOr<block::BlockConfig> ParseDisk(absl::string_view spec) {
+  std::vector<std::string> parts = absl::StrSplit(spec, ',');
+  block::BlockConfig disk;
+  disk.path = parts[0];
+  if (disk.path.empty()) return absl::InvalidArgumentError("--disk needs a path: --disk PATH[,ro][,serial=ID]");
+  for (size_t i = 1; i < parts.size(); ++i) {
+    if (parts[i] == "ro") {
+      disk.read_only = true;
+    } else if (absl::StartsWith(parts[i], "serial=")) {
+      disk.serial = parts[i].substr(7);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("--disk ", spec, ": unknown option '", parts[i],
+                                                     "' (known: ro, serial=ID)"));
+    }
+  }
+  return disk;
+}
+
+absl::StatusOr<std::vector<block::BlockConfig>> TakeDiskFlags(std::vector<std::string>& args) {
+  std::vector<block::BlockConfig> disks;
+  std::vector<std::string> rest;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string spec;
+    if (absl::StartsWith(args[i], "--disk=")) {
+      spec = args[i].substr(7);
+    } else if (args[i] == "--disk" && i + 1 < args.size()) {
+      spec = args[++i];
+    } else {
+      rest.push_back(args[i]);
+      continue;
+    }
+    absl::StatusOr<block::BlockConfig> disk = ParseDisk(spec);
+    if (!disk.ok()) return disk.status();
+    disks.push_back(std::move(*disk));
+  }
+  args = std::move(rest);
+  return disks;
+}
+
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "boots a Linux guest on KVM inside this process.\n"
       "  vessel-vmm [--kernel=vmlinux --initrd=initramfs.cpio] [--vcpus=N] [--mem-mib=M] "
-      "[--append='...'] [--console=stdio|file:PATH] [--boot-timing]\n"
+      "[--append='...'] [--console=stdio|file:PATH] [--boot-timing] [--disk PATH[,ro][,serial=ID]]...\n"
       "Exit status: 0 guest powered off, 1 setup error, 2 guest crashed, 3 guest rebooted, "
       "4 stopped by a signal.");
   std::vector<std::string> args = DashFlagsToUnderscores(argc, argv);
+  absl::StatusOr<std::vector<block::BlockConfig>> disks = TakeDiskFlags(args);
+  if (!disks.ok()) {
+    LogError(disks.status().message());
+    return kExitSetupError;
+  }
   std::vector<char*> arg_ptrs;
   for (std::string& a : args) arg_ptrs.push_back(a.data());
   absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
@@ -146,6 +193,7 @@ int Main(int argc, char** argv) {
   config.vcpus = absl::GetFlag(FLAGS_vcpus);
   config.mem_mib = absl::GetFlag(FLAGS_mem_mib);
   config.hugepages = absl::GetFlag(FLAGS_hugepages);
+  config.disks = std::move(*disks);
 
   const std::string console = absl::GetFlag(FLAGS_console);
   ScopedFd console_file;

@@ -1,0 +1,266 @@
+#include "devices/virtio/mmio_transport.h"
+
+#include <linux/virtio_config.h>
+#include <linux/virtio_mmio.h>
+
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "devices/virtio/virtio_ring.h"
+
+namespace vessel::virtio {
+namespace {
+
+constexpr uint32_t kMagic = 0x74726976;  // "virt"
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kVendorId = 0x4c535356;  // "VSSL"
+constexpr uint64_t kFeatureVersion1 = 1ull << VIRTIO_F_VERSION_1;
+
+}  // namespace
+
+MmioTransport::MmioTransport(std::string name, std::unique_ptr<VirtioDevice> device,
+                             GuestMemory* memory, std::shared_ptr<IrqLine> irq)
+    : name_(std::move(name)), device_(std::move(device)), memory_(memory), irq_(std::move(irq)) {
+  for (uint16_t max : device_->queue_max_sizes()) {
+    absl::StatusOr<Queue> q = Queue::Create(max);
+    if (!q.ok()) {
+      LogError(name_, ": bad queue size ", max, " from the device: ", q.status().message());
+      continue;
+    }
+    queues_.push_back(std::move(*q));
+  }
+}
+
+MmioTransport::~MmioTransport() {
+  std::lock_guard lock(mu_);
+  if (active_) device_->Reset();
+}
+
+void MmioTransport::LogBadAccess(const char* what, uint64_t offset, size_t len) {
+  if (bad_access_log_.Allow()) {
+    LogWarning(absl::StrFormat("%s: guest %s at offset %#x, %d bytes: ignored (%d so far)", name_,
+                               what, offset, len, bad_access_log_.count()));
+  }
+}
+
+void MmioTransport::Read(uint64_t offset, absl::Span<uint8_t> data) {
+  if (offset >= VIRTIO_MMIO_CONFIG) {
+    device_->ReadConfig(offset - VIRTIO_MMIO_CONFIG, data);
+    return;
+  }
+  if (data.size() != 4 || offset % 4 != 0) {
+    LogBadAccess("read of wrong width", offset, data.size());
+    std::memset(data.data(), 0, data.size());
+    return;
+  }
+  uint32_t value;
+  {
+    std::lock_guard lock(mu_);
+    value = ReadRegister(offset);
+  }
+  std::memcpy(data.data(), &value, 4);
+}
+
+void MmioTransport::Write(uint64_t offset, absl::Span<const uint8_t> data) {
+  if (offset >= VIRTIO_MMIO_CONFIG) {
+    device_->WriteConfig(offset - VIRTIO_MMIO_CONFIG, data);
+    std::lock_guard lock(mu_);
+    ++config_generation_;
+    return;
+  }
+  if (data.size() != 4 || offset % 4 != 0) {
+    LogBadAccess("write of wrong width", offset, data.size());
+    return;
+  }
+  uint32_t value;
+  std::memcpy(&value, data.data(), 4);
+  if (offset == VIRTIO_MMIO_QUEUE_NOTIFY) {
+    // Outside the lock: the device may complete synchronously and signal an interrupt.
+    bool deliver;
+    {
+      std::lock_guard lock(mu_);
+      deliver = active_ && value < queues_.size() && !(status_ & VIRTIO_CONFIG_S_NEEDS_RESET);
+    }
+    if (deliver) {
+      device_->NotifyQueue(static_cast<uint16_t>(value));
+    } else {
+      LogBadAccess("notify of an inactive or unknown queue", offset, value);
+    }
+    return;
+  }
+  std::lock_guard lock(mu_);
+  WriteRegister(offset, value);
+}
+
+Queue* MmioTransport::SelectedQueue() {
+  return queue_sel_ < queues_.size() ? &queues_[queue_sel_] : nullptr;
+}
+
+uint32_t MmioTransport::ReadRegister(uint64_t offset) {
+  Queue* q = SelectedQueue();
+  switch (offset) {
+    case VIRTIO_MMIO_MAGIC_VALUE: return kMagic;
+    case VIRTIO_MMIO_VERSION: return kVersion;
+    case VIRTIO_MMIO_DEVICE_ID: return device_->device_type();
+    case VIRTIO_MMIO_VENDOR_ID: return kVendorId;
+    case VIRTIO_MMIO_DEVICE_FEATURES: {
+      uint64_t f = device_->device_features() | kFeatureVersion1;
+      if (device_features_sel_ == 0) return static_cast<uint32_t>(f);
+      if (device_features_sel_ == 1) return static_cast<uint32_t>(f >> 32);
+      return 0;
+    }
+    case VIRTIO_MMIO_QUEUE_NUM_MAX: return q ? q->max_size() : 0;
+    case VIRTIO_MMIO_QUEUE_READY: return q && q->ready() ? 1 : 0;
+    case VIRTIO_MMIO_INTERRUPT_STATUS: return interrupt_status_.load();
+    case VIRTIO_MMIO_STATUS: return status_;
+    case VIRTIO_MMIO_CONFIG_GENERATION: return config_generation_;
+    case VIRTIO_MMIO_QUEUE_DESC_LOW: return q ? static_cast<uint32_t>(q->desc_table()) : 0;
+    case VIRTIO_MMIO_QUEUE_DESC_HIGH: return q ? static_cast<uint32_t>(q->desc_table() >> 32) : 0;
+    case VIRTIO_MMIO_QUEUE_AVAIL_LOW: return q ? static_cast<uint32_t>(q->avail_ring()) : 0;
+    case VIRTIO_MMIO_QUEUE_AVAIL_HIGH: return q ? static_cast<uint32_t>(q->avail_ring() >> 32) : 0;
+    case VIRTIO_MMIO_QUEUE_USED_LOW: return q ? static_cast<uint32_t>(q->used_ring()) : 0;
+    case VIRTIO_MMIO_QUEUE_USED_HIGH: return q ? static_cast<uint32_t>(q->used_ring() >> 32) : 0;
+    default:
+      LogBadAccess("read of an undefined register", offset, 4);
+      return 0;
+  }
+}
+
+void MmioTransport::WriteRegister(uint64_t offset, uint32_t value) {
+  Queue* q = SelectedQueue();
+  // Queue registers may change only while the driver configures, before DRIVER_OK.
+  const bool configuring = (status_ & VIRTIO_CONFIG_S_FEATURES_OK) && !(status_ & VIRTIO_CONFIG_S_DRIVER_OK);
+  auto set_low = [](uint64_t old, uint32_t v) { return (old & ~0xffffffffull) | v; };
+  auto set_high = [](uint64_t old, uint32_t v) { return (old & 0xffffffffull) | (uint64_t{v} << 32); };
+  switch (offset) {
+    case VIRTIO_MMIO_DEVICE_FEATURES_SEL: device_features_sel_ = value; return;
+    case VIRTIO_MMIO_DRIVER_FEATURES_SEL: driver_features_sel_ = value; return;
+    case VIRTIO_MMIO_DRIVER_FEATURES:
+      if ((status_ & VIRTIO_CONFIG_S_DRIVER) && !(status_ & VIRTIO_CONFIG_S_FEATURES_OK)) {
+        if (driver_features_sel_ == 0) driver_features_ = set_low(driver_features_, value);
+        else if (driver_features_sel_ == 1) driver_features_ = set_high(driver_features_, value);
+      } else {
+        LogBadAccess("feature write outside negotiation", offset, 4);
+      }
+      return;
+    case VIRTIO_MMIO_QUEUE_SEL: queue_sel_ = value; return;
+    case VIRTIO_MMIO_INTERRUPT_ACK: interrupt_status_.fetch_and(~value); return;
+    case VIRTIO_MMIO_STATUS: SetStatus(value); return;
+    default: break;
+  }
+  if (q == nullptr || !configuring) {
+    LogBadAccess(q == nullptr ? "write to an unselected queue" : "queue write outside configuration",
+                 offset, 4);
+    return;
+  }
+  switch (offset) {
+    case VIRTIO_MMIO_QUEUE_NUM:
+      if (!q->SetSize(static_cast<uint16_t>(value)).ok() || value > 0xffff) {
+        LogBadAccess("bad queue size", offset, value);
+      }
+      return;
+    case VIRTIO_MMIO_QUEUE_READY: q->SetReady(value == 1); return;
+    case VIRTIO_MMIO_QUEUE_DESC_LOW: q->SetDescTable(set_low(q->desc_table(), value)); return;
+    case VIRTIO_MMIO_QUEUE_DESC_HIGH: q->SetDescTable(set_high(q->desc_table(), value)); return;
+    case VIRTIO_MMIO_QUEUE_AVAIL_LOW: q->SetAvailRing(set_low(q->avail_ring(), value)); return;
+    case VIRTIO_MMIO_QUEUE_AVAIL_HIGH: q->SetAvailRing(set_high(q->avail_ring(), value)); return;
+    case VIRTIO_MMIO_QUEUE_USED_LOW: q->SetUsedRing(set_low(q->used_ring(), value)); return;
+    case VIRTIO_MMIO_QUEUE_USED_HIGH: q->SetUsedRing(set_high(q->used_ring(), value)); return;
+    default: LogBadAccess("write to an undefined register", offset, 4); return;
+  }
+}
+
+void MmioTransport::SetStatus(uint32_t value) {
+  if (value == 0) {
+    ResetLocked();
+    return;
+  }
+  // Bits only accumulate (except through reset); FAILED may be set at any time.
+  if ((value & status_) != status_) {
+    LogBadAccess("status write clearing bits", VIRTIO_MMIO_STATUS, value);
+    return;
+  }
+  uint32_t added = value & ~status_;
+  if (added & VIRTIO_CONFIG_S_FEATURES_OK) {
+    const uint64_t offered = device_->device_features() | kFeatureVersion1;
+    if ((driver_features_ & ~offered) || !(driver_features_ & kFeatureVersion1)) {
+      // Unoffered features or a legacy driver: FEATURES_OK does not stick, the driver sees it.
+      LogWarning(name_, ": driver features ", absl::StrFormat("%#x", driver_features_),
+                 " refused (offered ", absl::StrFormat("%#x", offered), ", VERSION_1 required)");
+      value &= ~static_cast<uint32_t>(VIRTIO_CONFIG_S_FEATURES_OK);
+    }
+  }
+  if ((added & VIRTIO_CONFIG_S_DRIVER_OK) && !active_) {
+    if (!(value & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      LogBadAccess("DRIVER_OK without FEATURES_OK", VIRTIO_MMIO_STATUS, value);
+      return;
+    }
+    ActivateContext ctx{memory_, {}, driver_features_, this};
+    for (Queue& q : queues_) {
+      q.SetEventIdx(driver_features_ & (1ull << VIRTIO_RING_F_EVENT_IDX));
+      if (q.ready()) {
+        absl::Status valid = q.Validate(*memory_);
+        if (!valid.ok()) {
+          LogWarning(name_, ": queue rejected at DRIVER_OK: ", valid.message());
+          status_ = value | VIRTIO_CONFIG_S_NEEDS_RESET;
+          Raise(VIRTIO_MMIO_INT_CONFIG);
+          return;
+        }
+      }
+      ctx.queues.push_back(&q);
+    }
+    absl::Status s = device_->Activate(ctx);
+    if (!s.ok()) {
+      LogWarning(name_, ": activation failed: ", s.message());
+      status_ = value | VIRTIO_CONFIG_S_NEEDS_RESET;
+      Raise(VIRTIO_MMIO_INT_CONFIG);
+      return;
+    }
+    active_ = true;
+  }
+  status_ = value;
+}
+
+void MmioTransport::ResetLocked() {
+  if (active_) device_->Reset();
+  active_ = false;
+  for (Queue& q : queues_) q.Reset();
+  status_ = 0;
+  device_features_sel_ = driver_features_sel_ = queue_sel_ = 0;
+  driver_features_ = 0;
+  interrupt_status_.store(0);
+}
+
+uint32_t MmioTransport::status() const {
+  std::lock_guard lock(mu_);
+  return status_;
+}
+
+void MmioTransport::SetNeedsReset() {
+  {
+    std::lock_guard lock(mu_);
+    status_ |= VIRTIO_CONFIG_S_NEEDS_RESET;
+  }
+  Raise(VIRTIO_MMIO_INT_CONFIG);
+}
+
+void MmioTransport::Raise(uint32_t bits) {
+  interrupt_status_.fetch_or(bits);
+  // Edge-triggered IOAPIC pin: each signal is a fresh rising edge.
+  if (irq_) {
+    irq_->SetLevel(true);
+    irq_->SetLevel(false);
+  }
+}
+
+void MmioTransport::SignalUsedBuffers() { Raise(VIRTIO_MMIO_INT_VRING); }
+
+void MmioTransport::SignalConfigChange() {
+  {
+    std::lock_guard lock(mu_);
+    ++config_generation_;
+  }
+  Raise(VIRTIO_MMIO_INT_CONFIG);
+}
+
+}  // namespace vessel::virtio
