@@ -36,10 +36,10 @@ MmioTransport::~MmioTransport() {
   if (active_) device_->Reset();
 }
 
-void MmioTransport::LogBadAccess(const char* what, uint64_t offset, size_t len) {
+void MmioTransport::LogBadAccess(const char* what, uint64_t offset, uint64_t detail) {
   if (bad_access_log_.Allow()) {
-    LogWarning(absl::StrFormat("%s: guest %s at offset %#x, %d bytes: ignored (%d so far)", name_,
-                               what, offset, len, bad_access_log_.count()));
+    LogWarning(absl::StrFormat("%s: guest %s at register %#x (size or value %#x): ignored (%d so far)",
+                               name_, what, offset, detail, bad_access_log_.count()));
   }
 }
 

@@ -49,7 +49,7 @@ class MmioTransport : public BusDevice, private Interrupt {
   void SignalUsedBuffers() override;
   void SignalConfigChange() override;
   void Raise(uint32_t bits);
-  void LogBadAccess(const char* what, uint64_t offset, size_t len);
+  void LogBadAccess(const char* what, uint64_t offset, uint64_t detail);
 
   std::string name_;
   std::unique_ptr<VirtioDevice> device_;
