@@ -18,6 +18,9 @@
 #include "arch/x86_64/mptable.h"
 #include "arch/x86_64/vcpu_setup.h"
 #include "devices/virtio/mmio_transport.h"
+#include "vmm/kvm/irqfd_line.h"
+#include <linux/virtio_mmio.h>
+#include <sys/eventfd.h>
 #include "vmm/base/errors.h"
 #include "vmm/base/file_util.h"
 #include "vmm/base/log.h"
@@ -226,15 +229,29 @@ absl::Status Machine::SetUpDevices() {
   if (config_.disks.size() > kMaxVirtioDevices) {
     return absl::InvalidArgumentError(absl::StrCat(config_.disks.size(), " disks given; at most ", kMaxVirtioDevices));
   }
+  if (!config_.disks.empty()) event_loop_ = std::make_unique<EventLoop>();
   for (size_t i = 0; i < config_.disks.size(); ++i) {
     absl::StatusOr<std::unique_ptr<block::BlockDevice>> disk = block::BlockDevice::Create(config_.disks[i]);
     if (!disk.ok()) return disk.status();
     const uint64_t base = x86::kVirtioMmioBase + i * virtio::MmioTransport::kWindowSize;
     const uint32_t gsi = kFirstVirtioGsi + static_cast<uint32_t>(i);
     std::string name = absl::StrCat("virtio-blk ", config_.disks[i].path);
+    // Interrupts through an irqfd: injected in the kernel, no ioctl per interrupt.
+    ScopedFd irq_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!irq_fd.valid()) return ErrnoStatus("eventfd for a virtio interrupt");
+    VESSEL_RETURN_IF_ERROR(vm_->RegisterIrqfd(irq_fd.get(), gsi));
     auto transport = std::make_shared<virtio::MmioTransport>(
-        name, std::move(*disk), &*memory_, std::make_shared<KvmIrqLine>(&*vm_, gsi));
+        name, std::move(*disk), &*memory_, std::make_shared<IrqfdLine>(irq_fd.get()));
+    eventfds_.push_back(std::move(irq_fd));
     VESSEL_RETURN_IF_ERROR(mmio_bus_.Insert(transport, base, virtio::MmioTransport::kWindowSize, name));
+    // QueueNotify through ioeventfds (datamatch on the queue index): no MMIO exit per kick.
+    for (uint32_t q = 0; q < transport->queue_count(); ++q) {
+      ScopedFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      if (!kick.valid()) return ErrnoStatus("eventfd for a virtio queue notification");
+      VESSEL_RETURN_IF_ERROR(vm_->RegisterIoeventfd(base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, q, kick.get()));
+      event_loop_->WatchEventfd(kick.get(), [transport, q] { transport->HandleNotify(q); });
+      eventfds_.push_back(std::move(kick));
+    }
     absl::StrAppendFormat(&device_cmdline_, " virtio_mmio.device=4K@%#x:%d", base, gsi);
   }
   return absl::OkStatus();

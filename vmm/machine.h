@@ -27,6 +27,7 @@
 #include "devices/block/block_device.h"
 #include "vmm/base/log.h"
 #include "vmm/bus/bus.h"
+#include "vmm/event_loop.h"
 #include "vmm/kvm/kvm_system.h"
 #include "vmm/kvm/kvm_vcpu.h"
 #include "vmm/kvm/kvm_vm.h"
@@ -114,6 +115,8 @@ class Machine {
 
   std::optional<KvmSystem> kvm_;
   std::optional<KvmVm> vm_;
+  // irqfds and ioeventfds registered with vm_; outlive the devices that write them.
+  std::vector<ScopedFd> eventfds_;
   std::optional<GuestMemory> memory_;
   std::vector<KvmVcpu> vcpus_;
   Bus io_bus_{"I/O port"};
@@ -121,6 +124,7 @@ class Machine {
   std::shared_ptr<Serial16550> serial_;
   std::shared_ptr<DebugPort> debug_port_;
   std::unique_ptr<x86::PvmCompat> compat_;
+  std::unique_ptr<EventLoop> event_loop_;    // destroyed first: its callbacks use the devices
 
   std::mutex mu_;
   std::condition_variable cv_;

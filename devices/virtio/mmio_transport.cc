@@ -75,21 +75,25 @@ void MmioTransport::Write(uint64_t offset, absl::Span<const uint8_t> data) {
   uint32_t value;
   std::memcpy(&value, data.data(), 4);
   if (offset == VIRTIO_MMIO_QUEUE_NOTIFY) {
-    // Outside the lock: the device may complete synchronously and signal an interrupt.
-    bool deliver;
-    {
-      std::lock_guard lock(mu_);
-      deliver = active_ && value < queues_.size() && !(status_ & VIRTIO_CONFIG_S_NEEDS_RESET);
-    }
-    if (deliver) {
-      device_->NotifyQueue(static_cast<uint16_t>(value));
-    } else {
-      LogBadAccess("notify of an inactive or unknown queue", offset, value);
-    }
+    HandleNotify(value);
     return;
   }
   std::lock_guard lock(mu_);
   WriteRegister(offset, value);
+}
+
+void MmioTransport::HandleNotify(uint32_t queue) {
+  // Outside the lock: the device may complete synchronously and signal an interrupt.
+  bool deliver;
+  {
+    std::lock_guard lock(mu_);
+    deliver = active_ && queue < queues_.size() && !(status_ & VIRTIO_CONFIG_S_NEEDS_RESET);
+  }
+  if (deliver) {
+    device_->NotifyQueue(static_cast<uint16_t>(queue));
+  } else {
+    LogBadAccess("notify of an inactive or unknown queue", VIRTIO_MMIO_QUEUE_NOTIFY, queue);
+  }
 }
 
 Queue* MmioTransport::SelectedQueue() {

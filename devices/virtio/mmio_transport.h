@@ -34,6 +34,9 @@ class MmioTransport : public BusDevice, private Interrupt {
   void Write(uint64_t offset, absl::Span<const uint8_t> data) override;
 
   uint32_t status() const;
+  size_t queue_count() const { return queues_.size(); }
+  // A QueueNotify for `queue` (from an MMIO write or an ioeventfd).
+  void HandleNotify(uint32_t queue);
   uint32_t interrupt_status() const { return interrupt_status_.load(); }
   VirtioDevice* device() { return device_.get(); }
   // Marks the device broken (DEVICE_NEEDS_RESET) and raises a config interrupt; for devices

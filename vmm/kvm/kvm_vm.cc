@@ -59,6 +59,25 @@ absl::Status KvmVm::SetIrqLine(uint32_t irq, bool level) {
   return absl::OkStatus();
 }
 
+absl::Status KvmVm::RegisterIoeventfd(uint64_t gpa, uint32_t len, uint64_t datamatch, int eventfd) {
+  kvm_ioeventfd io = {};
+  io.datamatch = datamatch;
+  io.addr = gpa;
+  io.len = len;
+  io.fd = eventfd;
+  io.flags = KVM_IOEVENTFD_FLAG_DATAMATCH;
+  if (::ioctl(fd_.get(), KVM_IOEVENTFD, &io) != 0) return ErrnoStatus(absl::StrCat("KVM_IOEVENTFD at ", gpa));
+  return absl::OkStatus();
+}
+
+absl::Status KvmVm::RegisterIrqfd(int eventfd, uint32_t gsi) {
+  kvm_irqfd irqfd = {};
+  irqfd.fd = static_cast<uint32_t>(eventfd);
+  irqfd.gsi = gsi;
+  if (::ioctl(fd_.get(), KVM_IRQFD, &irqfd) != 0) return ErrnoStatus(absl::StrCat("KVM_IRQFD gsi ", gsi));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<KvmVcpu> KvmVm::CreateVcpu(uint32_t id) {
   ScopedFd fd(::ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id)));
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("KVM_CREATE_VCPU ", id));

@@ -27,6 +27,11 @@ class KvmVm {
   // KVM_IRQ_LINE on the in-kernel PIC/IOAPIC. Safe from any thread.
   absl::Status SetIrqLine(uint32_t irq, bool level);
   absl::StatusOr<KvmVcpu> CreateVcpu(uint32_t id);
+  // KVM_IOEVENTFD: a `len`-byte MMIO write of `datamatch` to `gpa` signals `eventfd` instead of
+  // exiting to userspace. Undone when the VM fd closes.
+  absl::Status RegisterIoeventfd(uint64_t gpa, uint32_t len, uint64_t datamatch, int eventfd);
+  // KVM_IRQFD: each write to `eventfd` injects an edge on `gsi` of the in-kernel irqchip.
+  absl::Status RegisterIrqfd(int eventfd, uint32_t gsi);
 
  private:
   ScopedFd fd_;
