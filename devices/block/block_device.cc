@@ -136,6 +136,7 @@ void BlockDevice::ProcessQueue() {
       queue_broken_ = true;
       LogWarning("virtio-blk ", config_.path, ": request queue broken, stopped until reset: ",
                  chain.status().message());
+      ctx_.interrupt->SignalNeedsReset();
       break;
     }
     if (!chain->has_value()) {
@@ -145,8 +146,11 @@ void BlockDevice::ProcessQueue() {
       break;
     }
     uint32_t written = HandleRequest(**chain);
-    if (!queue->AddUsed(memory, (*chain)->head_index(), written).ok()) {
+    absl::Status used = queue->AddUsed(memory, (*chain)->head_index(), written);
+    if (!used.ok()) {
       queue_broken_ = true;
+      LogWarning("virtio-blk ", config_.path, ": used ring broken, stopped until reset: ", used.message());
+      ctx_.interrupt->SignalNeedsReset();
       break;
     }
     completed = true;

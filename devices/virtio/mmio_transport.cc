@@ -87,7 +87,8 @@ void MmioTransport::HandleNotify(uint32_t queue) {
   bool deliver;
   {
     std::lock_guard lock(mu_);
-    deliver = active_ && queue < queues_.size() && !(status_ & VIRTIO_CONFIG_S_NEEDS_RESET);
+    deliver = active_ && queue < queues_.size() && !(status_ & VIRTIO_CONFIG_S_NEEDS_RESET) &&
+              !needs_reset_.load();
   }
   if (deliver) {
     device_->NotifyQueue(static_cast<uint16_t>(queue));
@@ -116,7 +117,7 @@ uint32_t MmioTransport::ReadRegister(uint64_t offset) {
     case VIRTIO_MMIO_QUEUE_NUM_MAX: return q ? q->max_size() : 0;
     case VIRTIO_MMIO_QUEUE_READY: return q && q->ready() ? 1 : 0;
     case VIRTIO_MMIO_INTERRUPT_STATUS: return interrupt_status_.load();
-    case VIRTIO_MMIO_STATUS: return status_;
+    case VIRTIO_MMIO_STATUS: return status_ | (needs_reset_.load() ? VIRTIO_CONFIG_S_NEEDS_RESET : 0);
     case VIRTIO_MMIO_CONFIG_GENERATION: return config_generation_;
     case VIRTIO_MMIO_QUEUE_DESC_LOW: return q ? static_cast<uint32_t>(q->desc_table()) : 0;
     case VIRTIO_MMIO_QUEUE_DESC_HIGH: return q ? static_cast<uint32_t>(q->desc_table() >> 32) : 0;
@@ -230,6 +231,7 @@ void MmioTransport::ResetLocked() {
   active_ = false;
   for (Queue& q : queues_) q.Reset();
   status_ = 0;
+  needs_reset_.store(false);
   device_features_sel_ = driver_features_sel_ = queue_sel_ = 0;
   driver_features_ = 0;
   interrupt_status_.store(0);
@@ -237,14 +239,11 @@ void MmioTransport::ResetLocked() {
 
 uint32_t MmioTransport::status() const {
   std::lock_guard lock(mu_);
-  return status_;
+  return status_ | (needs_reset_.load() ? VIRTIO_CONFIG_S_NEEDS_RESET : 0);
 }
 
-void MmioTransport::SetNeedsReset() {
-  {
-    std::lock_guard lock(mu_);
-    status_ |= VIRTIO_CONFIG_S_NEEDS_RESET;
-  }
+void MmioTransport::SignalNeedsReset() {
+  needs_reset_.store(true);
   Raise(VIRTIO_MMIO_INT_CONFIG);
 }
 

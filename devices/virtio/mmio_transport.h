@@ -39,9 +39,6 @@ class MmioTransport : public BusDevice, private Interrupt {
   void HandleNotify(uint32_t queue);
   uint32_t interrupt_status() const { return interrupt_status_.load(); }
   VirtioDevice* device() { return device_.get(); }
-  // Marks the device broken (DEVICE_NEEDS_RESET) and raises a config interrupt; for devices
-  // that meet a driver error they cannot report in-band.
-  void SetNeedsReset();
 
  private:
   uint32_t ReadRegister(uint64_t offset);
@@ -51,6 +48,7 @@ class MmioTransport : public BusDevice, private Interrupt {
   Queue* SelectedQueue();
   void SignalUsedBuffers() override;
   void SignalConfigChange() override;
+  void SignalNeedsReset() override;
   void Raise(uint32_t bits);
   void LogBadAccess(const char* what, uint64_t offset, uint64_t detail);
 
@@ -69,6 +67,8 @@ class MmioTransport : public BusDevice, private Interrupt {
   uint32_t config_generation_ = 0;
   bool active_ = false;
   std::atomic<uint32_t> interrupt_status_{0};
+  // Set by a device thread without taking mu_ (Reset() holds mu_ while it waits for that thread).
+  std::atomic<bool> needs_reset_{false};
   RateLimiter bad_access_log_;
 };
 

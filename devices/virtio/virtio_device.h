@@ -19,6 +19,9 @@ class Interrupt {
   virtual ~Interrupt() = default;
   virtual void SignalUsedBuffers() = 0;
   virtual void SignalConfigChange() = 0;
+  // The device met a driver error it cannot report in-band (a corrupt ring): sets
+  // DEVICE_NEEDS_RESET and raises a config interrupt. The device stops using the queue.
+  virtual void SignalNeedsReset() = 0;
 };
 
 // Everything a device gets when the driver sets DRIVER_OK; valid until Reset() returns.

@@ -23,7 +23,8 @@ class CountingInterrupt : public virtio::Interrupt {
  public:
   void SignalUsedBuffers() override { ++used; }
   void SignalConfigChange() override { ++config; }
-  std::atomic<int> used{0}, config{0};
+  void SignalNeedsReset() override { ++needs_reset; }
+  std::atomic<int> used{0}, config{0}, needs_reset{0};
 };
 
 class BlockDeviceTest : public ::testing::Test {
@@ -195,6 +196,18 @@ TEST_F(BlockDeviceTest, MalformedChainIsReturnedAndTheQueueGoesOn) {
   EXPECT_EQ(driver_.UsedIdx(), 2);
   EXPECT_EQ(driver_.UsedElem(0).len, 0u);
   EXPECT_EQ(Status(ok), VIRTIO_BLK_S_OK);
+}
+
+TEST_F(BlockDeviceTest, CorruptAvailRingStopsTheQueueWithNeedsReset) {
+  Open(false);
+  auto first = Request(VIRTIO_BLK_T_IN, 0, {{512, true}});
+  driver_.SetAvailIdx(100);  // 99 more chains than the 16-entry queue can hold
+  dev_->ProcessQueue();
+  EXPECT_EQ(irq_.needs_reset.load(), 1);
+  EXPECT_EQ(driver_.UsedIdx(), 0);
+  dev_->ProcessQueue();  // stays stopped until reset
+  EXPECT_EQ(irq_.needs_reset.load(), 1);
+  dev_->Reset();
 }
 
 TEST_F(BlockDeviceTest, NotifyRunsRequestsOnTheIoThread) {

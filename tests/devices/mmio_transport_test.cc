@@ -178,6 +178,17 @@ TEST_F(MmioTransportTest, WritingZeroStatusResetsEverything) {
   EXPECT_EQ(dev_->activations, 2);
 }
 
+TEST_F(MmioTransportTest, DeviceReportedNeedsResetShowsInStatusUntilReset) {
+  Activate();
+  dev_->interrupt->SignalNeedsReset();
+  EXPECT_TRUE(R(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+  EXPECT_TRUE(R(VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG);
+  W(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+  EXPECT_TRUE(dev_->notified.empty());
+  W(VIRTIO_MMIO_STATUS, 0);
+  EXPECT_FALSE(R(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+}
+
 TEST_F(MmioTransportTest, QueueRegistersAreFrozenAfterDriverOk) {
   Activate();
   W(VIRTIO_MMIO_QUEUE_SEL, 0);

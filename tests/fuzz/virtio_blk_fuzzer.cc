@@ -23,6 +23,7 @@ class NullInterrupt : public vessel::virtio::Interrupt {
  public:
   void SignalUsedBuffers() override {}
   void SignalConfigChange() override {}
+  void SignalNeedsReset() override {}
 };
 
 const std::string& DiskPath() {
