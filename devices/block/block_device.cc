@@ -23,7 +23,7 @@ absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(const BlockConf
     return absl::InvalidArgumentError(absl::StrCat("disk ", config.path, ": serial '", config.serial,
                                                    "' is longer than ", VIRTIO_BLK_ID_BYTES, " bytes"));
   }
-  absl::StatusOr<FileBackend> backend = FileBackend::Open(config.path, config.read_only);
+  absl::StatusOr<FileBackend> backend = FileBackend::Open(config.path, config.read_only, config.direct);
   if (!backend.ok()) return backend.status();
   if (backend->size_bytes() % kSectorSize != 0) {
     LogWarning("disk ", config.path, ": size ", backend->size_bytes(),
@@ -37,13 +37,19 @@ BlockDevice::BlockDevice(BlockConfig config, FileBackend backend)
   std::memset(&blk_config_, 0, sizeof(blk_config_));
   blk_config_.capacity = capacity_sectors();
   blk_config_.seg_max = kSegMax;
-  blk_config_.blk_size = kSectorSize;
+  // O_DIRECT needs aligned I/O: a 4 KiB logical block size makes the guest issue only that.
+  blk_config_.blk_size = config_.direct ? 4096 : kSectorSize;
   blk_config_.max_discard_sectors = kMaxDiscardSectors;
   blk_config_.max_discard_seg = kMaxDiscardSegments;
   blk_config_.discard_sector_alignment = 8;
   blk_config_.max_write_zeroes_sectors = kMaxDiscardSectors;
   blk_config_.max_write_zeroes_seg = kMaxDiscardSegments;
   blk_config_.write_zeroes_may_unmap = 1;
+  // Topology: 512-byte logical = physical blocks, no alignment offset, 4 KiB optimal I/O.
+  blk_config_.physical_block_exp = 0;
+  blk_config_.alignment_offset = 0;
+  blk_config_.min_io_size = 1;
+  blk_config_.opt_io_size = 8;
   io_thread_ = std::thread([this] { IoThread(); });
 }
 
@@ -61,7 +67,8 @@ uint32_t BlockDevice::device_type() const { return VIRTIO_ID_BLOCK; }
 uint64_t BlockDevice::device_features() const {
   uint64_t f = (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_EVENT_IDX) |
                (1ull << VIRTIO_RING_F_INDIRECT_DESC) | (1ull << VIRTIO_BLK_F_SEG_MAX) |
-               (1ull << VIRTIO_BLK_F_BLK_SIZE) | (1ull << VIRTIO_BLK_F_FLUSH);
+               (1ull << VIRTIO_BLK_F_BLK_SIZE) | (1ull << VIRTIO_BLK_F_FLUSH) |
+               (1ull << VIRTIO_BLK_F_TOPOLOGY);
   if (config_.read_only) {
     f |= 1ull << VIRTIO_BLK_F_RO;
   } else {
@@ -161,6 +168,18 @@ void BlockDevice::ProcessQueue() {
   }
 }
 
+absl::Span<uint8_t> BlockDevice::Buffer(uint64_t bytes) {
+  constexpr uint64_t kAlign = 4096;
+  const uint64_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+  if (rounded > buffer_size_) {
+    void* p = nullptr;
+    if (posix_memalign(&p, kAlign, rounded) != 0) return {};
+    buffer_.reset(static_cast<uint8_t*>(p));
+    buffer_size_ = rounded;
+  }
+  return absl::MakeSpan(buffer_.get(), bytes);
+}
+
 uint8_t BlockDevice::CheckRange(uint64_t sector, uint64_t bytes) const {
   if (bytes % kSectorSize != 0) return VIRTIO_BLK_S_IOERR;
   uint64_t sectors = bytes / kSectorSize;
@@ -212,8 +231,8 @@ uint8_t BlockDevice::Execute(uint32_t type, uint64_t sector, absl::Span<const vi
         if (log_.Allow()) LogWarning(absl::StrFormat("virtio-blk %s: read of %d bytes at sector %d is out of range", config_.path, bytes, sector));
         return VIRTIO_BLK_S_IOERR;
       }
-      std::vector<uint8_t> buf(bytes);
-      if (!backend_.ReadAt(sector * kSectorSize, absl::MakeSpan(buf)).ok()) return VIRTIO_BLK_S_IOERR;
+      absl::Span<uint8_t> buf = Buffer(bytes);
+      if (buf.size() != bytes || !backend_.ReadAt(sector * kSectorSize, buf).ok()) return VIRTIO_BLK_S_IOERR;
       virtio::ChainWriter writer(memory, out_data);
       if (!writer.Write(buf.data(), buf.size()).ok()) return VIRTIO_BLK_S_IOERR;
       *written = static_cast<uint32_t>(bytes);
@@ -229,8 +248,8 @@ uint8_t BlockDevice::Execute(uint32_t type, uint64_t sector, absl::Span<const vi
         if (log_.Allow()) LogWarning(absl::StrFormat("virtio-blk %s: write of %d bytes at sector %d is out of range", config_.path, bytes, sector));
         return VIRTIO_BLK_S_IOERR;
       }
-      std::vector<uint8_t> buf(bytes);
-      if (!reader->Read(buf.data(), buf.size()).ok()) return VIRTIO_BLK_S_IOERR;
+      absl::Span<uint8_t> buf = Buffer(bytes);
+      if (buf.size() != bytes || !reader->Read(buf.data(), buf.size()).ok()) return VIRTIO_BLK_S_IOERR;
       return backend_.WriteAt(sector * kSectorSize, buf).ok() ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
     }
     case VIRTIO_BLK_T_FLUSH:

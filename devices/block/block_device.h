@@ -29,6 +29,7 @@ struct BlockConfig {
   std::string path;
   bool read_only = false;
   std::string serial;  // VIRTIO_BLK_T_GET_ID, at most 20 bytes
+  bool direct = false;  // O_DIRECT: bypass the host page cache (data still reaches the disk on FLUSH)
 };
 
 class BlockDevice : public virtio::VirtioDevice {
@@ -59,6 +60,8 @@ class BlockDevice : public virtio::VirtioDevice {
  private:
   BlockDevice(BlockConfig config, FileBackend backend);
   void IoThread();
+  // A buffer for `bytes` of I/O, aligned for O_DIRECT.
+  absl::Span<uint8_t> Buffer(uint64_t bytes);
   uint8_t Execute(uint32_t type, uint64_t sector, absl::Span<const virtio::Descriptor> in_data,
                   absl::Span<const virtio::Descriptor> out_data, virtio::ChainReader* reader,
                   uint32_t* written);
@@ -79,6 +82,8 @@ class BlockDevice : public virtio::VirtioDevice {
   bool queue_broken_ = false;
   std::thread io_thread_;
   RateLimiter log_;
+  std::unique_ptr<uint8_t, void (*)(void*)> buffer_{nullptr, free};  // I/O thread only
+  uint64_t buffer_size_ = 0;
 };
 
 }  // namespace vessel::block

@@ -14,8 +14,8 @@
 
 namespace vessel::block {
 
-absl::StatusOr<FileBackend> FileBackend::Open(const std::string& path, bool read_only) {
-  ScopedFd fd(::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+absl::StatusOr<FileBackend> FileBackend::Open(const std::string& path, bool read_only, bool direct) {
+  ScopedFd fd(::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (direct ? O_DIRECT : 0)));
   if (!fd.valid()) {
     return ErrnoStatus(absl::StrCat("disk ", path, read_only ? " (read-only)" : " (read-write: add ,ro for a read-only disk)"));
   }

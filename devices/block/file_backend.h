@@ -14,7 +14,9 @@ namespace vessel::block {
 class FileBackend {
  public:
   // Opens `path` read-write (or read-only). Errors name the file and the fix.
-  static absl::StatusOr<FileBackend> Open(const std::string& path, bool read_only);
+  // With `direct`, the file is opened O_DIRECT: buffers, offsets and lengths must then be
+  // 4 KiB-aligned multiples (the device's bounce buffer is; sector offsets need 512-byte support).
+  static absl::StatusOr<FileBackend> Open(const std::string& path, bool read_only, bool direct = false);
 
   uint64_t size_bytes() const { return size_; }
   bool read_only() const { return read_only_; }

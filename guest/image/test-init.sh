@@ -6,6 +6,7 @@
 #   vessel_test_cpus=N vessel_test_mem_mib=M   (plain words: the kernel passes them as environment)
 #   vessel.token=T                             (dotted: only visible in /proc/cmdline, echoed back)
 #   vessel_test_input=1                        (wait for one console line from the host)
+#   vessel_test_blkbench=1                     (bench: dd throughput on /dev/vda, /dev/vdb; no TAP)
 #   vessel_test_disk=1 vessel_test_vda_kb=K    (block checks: /dev/vda is an ext4 image of K KiB,
 #                                               /dev/vdb a read-only raw disk of 16 MiB random data)
 export PATH=/bin
@@ -96,6 +97,21 @@ if [ "$vessel_test_disk" = "1" ]; then
   else
     echo "ok 8 - block: the read-only /dev/vdb refuses writes"
   fi
+fi
+
+if [ "$vessel_test_blkbench" = "1" ]; then
+  $B mount -t devtmpfs dev /dev 2>/dev/null
+  for spec in "read-seq-1M if=/dev/vdb of=/dev/null bs=1M count=16 iflag=direct" \
+              "write-seq-1M if=/dev/zero of=/dev/vda bs=1M count=16 oflag=direct" \
+              "read-4K if=/dev/vdb of=/dev/null bs=4k count=1024 iflag=direct" \
+              "write-4K if=/dev/zero of=/dev/vda bs=4k count=1024 oflag=direct"; do
+    read -r t0 _ < /proc/uptime
+    # shellcheck disable=SC2086
+    $B dd ${spec#* } >/dev/null 2>&1 || echo "# blkbench ${spec%% *}: dd failed"
+    read -r t1 _ < /proc/uptime
+    cs=$(( ${t1%.*}${t1#*.} - ${t0%.*}${t0#*.} ))
+    echo "# blkbench ${spec%% *}: ${cs}0 ms (1M runs: 16 MiB, 4K runs: 4 MiB; includes the dd exec)"
+  done
 fi
 
 echo "vessel-test: done, powering off"

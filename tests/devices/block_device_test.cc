@@ -220,6 +220,27 @@ TEST_F(BlockDeviceTest, NotifyRunsRequestsOnTheIoThread) {
   dev_->Reset();
 }
 
+TEST_F(BlockDeviceTest, DirectIoDiskReadsAndWrites4KiBBlocks) {
+  absl::StatusOr<std::unique_ptr<BlockDevice>> dev = BlockDevice::Create({path_, false, "", true});
+  if (!dev.ok()) GTEST_SKIP() << "no O_DIRECT on this filesystem: " << dev.status();
+  dev_ = std::move(*dev);
+  ASSERT_TRUE(dev_->Activate({&driver_.mem(), {&driver_.queue()}, 0, &irq_}).ok());
+  uint32_t blk_size = 0;
+  dev_->ReadConfig(20, absl::MakeSpan(reinterpret_cast<uint8_t*>(&blk_size), 4));
+  EXPECT_EQ(blk_size, 4096u);
+  auto w = Request(VIRTIO_BLK_T_OUT, 8, {{4096, false}}, 0);
+  std::vector<uint8_t> data(4096, 0x5c);
+  ASSERT_TRUE(driver_.mem().Write(w[1].addr, data.data(), data.size()).ok());
+  auto r = Request(VIRTIO_BLK_T_IN, 8, {{4096, true}}, 4);
+  dev_->ProcessQueue();
+  EXPECT_EQ(Status(w), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(Status(r), VIRTIO_BLK_S_OK);
+  std::vector<uint8_t> got(4096);
+  ASSERT_TRUE(driver_.mem().Read(r[1].addr, got.data(), got.size()).ok());
+  EXPECT_EQ(got, data);
+  EXPECT_EQ(FileBytes(8 * 512, 4096), data);
+}
+
 TEST_F(BlockDeviceTest, MissingFileNamesThePath) {
   absl::StatusOr<std::unique_ptr<BlockDevice>> dev = BlockDevice::Create({"/nonexistent/disk.img", false, ""});
   ASSERT_FALSE(dev.ok());

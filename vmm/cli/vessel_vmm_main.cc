@@ -119,21 +119,23 @@ std::vector<std::string> DashFlagsToUnderscores(int argc, char** argv) {
   return args;
 }
 
-// --disk PATH[,ro][,serial=ID], repeatable (absl flags keep only the last value of a flag, so
+// --disk PATH[,ro][,direct][,serial=ID], repeatable (absl flags keep only the last value of a flag, so
 // these are taken out of argv first). The first disk is /dev/vda.
 absl::StatusOr<block::BlockConfig> ParseDisk(absl::string_view spec) {
   std::vector<std::string> parts = absl::StrSplit(spec, ',');
   block::BlockConfig disk;
   disk.path = parts[0];
-  if (disk.path.empty()) return absl::InvalidArgumentError("--disk needs a path: --disk PATH[,ro][,serial=ID]");
+  if (disk.path.empty()) return absl::InvalidArgumentError("--disk needs a path: --disk PATH[,ro][,direct][,serial=ID]");
   for (size_t i = 1; i < parts.size(); ++i) {
     if (parts[i] == "ro") {
       disk.read_only = true;
+    } else if (parts[i] == "direct") {
+      disk.direct = true;
     } else if (absl::StartsWith(parts[i], "serial=")) {
       disk.serial = parts[i].substr(7);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("--disk ", spec, ": unknown option '", parts[i],
-                                                     "' (known: ro, serial=ID)"));
+                                                     "' (known: ro, direct, serial=ID)"));
     }
   }
   return disk;
@@ -164,7 +166,7 @@ int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "boots a Linux guest on KVM inside this process.\n"
       "  vessel-vmm [--kernel=vmlinux --initrd=initramfs.cpio] [--vcpus=N] [--mem-mib=M] "
-      "[--append='...'] [--console=stdio|file:PATH] [--boot-timing] [--disk PATH[,ro][,serial=ID]]...\n"
+      "[--append='...'] [--console=stdio|file:PATH] [--boot-timing] [--disk PATH[,ro][,direct][,serial=ID]]...\n"
       "Exit status: 0 guest powered off, 1 setup error, 2 guest crashed, 3 guest rebooted, "
       "4 stopped by a signal.");
   std::vector<std::string> args = DashFlagsToUnderscores(argc, argv);
