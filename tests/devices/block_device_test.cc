@@ -241,6 +241,21 @@ TEST_F(BlockDeviceTest, DirectIoDiskReadsAndWrites4KiBBlocks) {
   EXPECT_EQ(FileBytes(8 * 512, 4096), data);
 }
 
+TEST_F(BlockDeviceTest, ResetMidFlightWaitsForInFlightRequestsAndStopsProcessing) {
+  Open(false);
+  std::vector<std::vector<virtio::Descriptor>> reqs;
+  for (uint16_t i = 0; i < 4; ++i) reqs.push_back(Request(VIRTIO_BLK_T_IN, i, {{512, true}}, i * 3));
+  dev_->NotifyQueue(0);
+  dev_->Reset();  // returns only once the I/O thread is idle
+  const uint16_t used = driver_.UsedIdx();
+  // Every completed request has its status; nothing more is completed after the reset.
+  for (uint16_t i = 0; i < used; ++i) EXPECT_EQ(Status(reqs[i]), VIRTIO_BLK_S_OK);
+  Request(VIRTIO_BLK_T_IN, 9, {{512, true}}, 12);
+  dev_->NotifyQueue(0);
+  usleep(20000);
+  EXPECT_EQ(driver_.UsedIdx(), used);
+}
+
 TEST_F(BlockDeviceTest, MissingFileNamesThePath) {
   absl::StatusOr<std::unique_ptr<BlockDevice>> dev = BlockDevice::Create({"/nonexistent/disk.img", false, ""});
   ASSERT_FALSE(dev.ok());
