@@ -57,7 +57,7 @@ run_qemu() {
 }
 if command -v qemu-system-x86_64 >/dev/null; then
   # QEMU under this host's KVM: on kvm_pvm it needs the same compat command line vessel adds.
-  compat=""; [ -d /sys/module/kvm_pvm ] && compat="noxsave nopti clearcpuid=308,295,141,154,151"
+  compat=""; [ -d /sys/module/kvm_pvm ] && compat="noxsave nopti nopcid clearcpuid=308,295,141,154,151"
   run_qemu qemu-kvm kvm "$compat" "$platform"
   run_qemu qemu-tcg tcg "" "TCG software emulation on this host"
 else

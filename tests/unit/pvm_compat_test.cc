@@ -1,5 +1,6 @@
 #include "arch/x86_64/compat/pvm_compat.h"
 
+#include <asm/kvm_para.h>
 #include <array>
 #include <cstdint>
 #include <cstdlib>
@@ -238,6 +239,30 @@ TEST_F(MaintainTrapTest, FreshCountersAreZero) {
   EXPECT_EQ(compat.page_fault_traps(), 0u);
   EXPECT_EQ(compat.syscalls_fixed(), 0u);
   EXPECT_TRUE(absl::StartsWith(compat.Summary(), "kvm_pvm compat: int3->#BP 0"));
+}
+
+}  // namespace
+}  // namespace vessel::x86
+
+namespace vessel::x86 {
+namespace {
+
+TEST(MaskPvmHypercallFeaturesTest, ClearsOnlyTheBrokenPvFeatures) {
+  kvm_cpuid_entry2 kvm_leaf = {};
+  kvm_leaf.function = KVM_CPUID_FEATURES;
+  kvm_leaf.eax = 0xffffffffu;
+  kvm_cpuid_entry2 other = {};
+  other.function = 1;
+  other.eax = 0xffffffffu;
+  std::vector<kvm_cpuid_entry2> cpuid = {kvm_leaf, other};
+  MaskPvmHypercallFeatures(cpuid);
+  for (int bit : {KVM_FEATURE_PV_UNHALT, KVM_FEATURE_PV_SEND_IPI, KVM_FEATURE_PV_SCHED_YIELD,
+                  KVM_FEATURE_PV_TLB_FLUSH}) {
+    EXPECT_FALSE(cpuid[0].eax & (1u << bit)) << "bit " << bit;
+  }
+  EXPECT_TRUE(cpuid[0].eax & (1u << KVM_FEATURE_CLOCKSOURCE2));
+  EXPECT_TRUE(cpuid[0].eax & (1u << KVM_FEATURE_STEAL_TIME));
+  EXPECT_EQ(cpuid[1].eax, 0xffffffffu);
 }
 
 }  // namespace

@@ -25,11 +25,11 @@ void MaskPvmHypercallFeatures(std::vector<kvm_cpuid_entry2>& cpuid) {
   for (kvm_cpuid_entry2& e : cpuid) {
     if (e.function != KVM_CPUID_FEATURES) continue;
     e.eax &= ~((1u << KVM_FEATURE_PV_UNHALT) | (1u << KVM_FEATURE_PV_SEND_IPI) |
-               (1u << KVM_FEATURE_PV_SCHED_YIELD));
+               (1u << KVM_FEATURE_PV_SCHED_YIELD) | (1u << KVM_FEATURE_PV_TLB_FLUSH));
   }
 }
 
-std::string PvmCmdlineAdditions() { return "noxsave nopti clearcpuid=308,295,141,154,151"; }
+std::string PvmCmdlineAdditions() { return "noxsave nopti nopcid clearcpuid=308,295,141,154,151"; }
 
 InstructionFixup ClassifyEmulationFailure(absl::Span<const uint8_t> bytes) {
   if (bytes.empty()) return InstructionFixup::kNone;

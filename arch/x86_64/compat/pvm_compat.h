@@ -5,7 +5,10 @@
 // with its count at exit, and applied only when the platform is kvm_pvm: on hardware KVM the VMM
 // creates no PvmCompat at all (no traps, no extra exits, no command-line changes).
 //
-//  - cmdline: `noxsave nopti clearcpuid=...` (KVM_SET_CPUID2 masks do not reach the guest there).
+//  - cmdline: `noxsave nopti nopcid clearcpuid=...` (KVM_SET_CPUID2 masks of standard leaves do not
+//             reach the guest there). nopcid: with PCIDs, 2-vCPU guests read freshly written user
+//             memory as zeros in about one boot of three (busybox segfaults on a TLS load); with
+//             nopcid 0 of 6 boots did.
 //  - int3:    kernel int3 (text_poke, selftest) exits as an emulation failure: skip it, inject #BP.
 //  - fwait:   emulation failure: skip it (no x87 exceptions are ever pending).
 //  - cpuid:   KVM PV features whose hypercalls never complete there (PV IPI, PV unhalt, PV
@@ -34,12 +37,16 @@
 
 namespace vessel::x86 {
 
-// Masks the KVM paravirtual features whose hypercalls (VMCALL) never complete on kvm_pvm:
-// PV IPIs, PV spinlock kicks (PV_UNHALT) and PV sched yield. Without this an SMP guest hangs in
-// kvm_hypercall4 as soon as a secondary CPU sends an IPI. Leaf 0x40000001 EAX.
+// Masks KVM paravirtual features that do not work on kvm_pvm (leaf 0x40000001 EAX):
+// - PV IPIs, PV spinlock kicks (PV_UNHALT), PV sched yield: their hypercalls (VMCALL) never
+//   complete; an SMP guest hangs in kvm_hypercall4 at its first IPI.
+// - PV TLB flush: the guest skips the flush IPI to a preempted vCPU and relies on the host to
+//   flush at its next entry. With it, 2-vCPU guests saw user memory read as zeros (a busybox
+//   segfault on a TLS load, about one boot in four); without it the guest sends real IPIs.
 void MaskPvmHypercallFeatures(std::vector<kvm_cpuid_entry2>& cpuid);
 
-// Kernel command-line additions for kvm_pvm: SMAP 308, SMEP 295, CX16 141, XSAVE 154, POPCNT 151.
+// Kernel command-line additions for kvm_pvm: no XSAVE, no PTI, no PCID; clearcpuid SMAP 308,
+// SMEP 295, CX16 141, XSAVE 154, POPCNT 151.
 std::string PvmCmdlineAdditions();
 
 enum class InstructionFixup { kNone, kInjectBreakpoint, kSkipFwait };
