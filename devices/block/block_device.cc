@@ -153,6 +153,10 @@ void BlockDevice::ProcessQueue() {
       break;
     }
     uint32_t written = HandleRequest(**chain);
+    if (queue_broken_) {
+      ctx_.interrupt->SignalNeedsReset();
+      break;
+    }
     absl::Status used = queue->AddUsed(memory, (*chain)->head_index(), written);
     if (!used.ok()) {
       queue_broken_ = true;
@@ -191,7 +195,10 @@ uint32_t BlockDevice::HandleRequest(const virtio::DescriptorChain& chain) {
   GuestMemory& memory = *ctx_.memory;
   absl::StatusOr<std::vector<virtio::Descriptor>> descs = chain.Collect();
   if (!descs.ok()) {
-    if (log_.Allow()) LogWarning("virtio-blk ", config_.path, ": malformed chain: ", descs.status().message());
+    // No trustworthy status byte to report through: the device needs a reset.
+    LogWarning("virtio-blk ", config_.path, ": malformed chain, queue stopped until reset: ",
+               descs.status().message());
+    queue_broken_ = true;
     return 0;
   }
   std::vector<virtio::Descriptor> readable, writable;
@@ -199,7 +206,8 @@ uint32_t BlockDevice::HandleRequest(const virtio::DescriptorChain& chain) {
   // The status byte is the last byte of the last writable buffer.
   while (!writable.empty() && writable.back().len == 0) writable.pop_back();
   if (writable.empty()) {
-    if (log_.Allow()) LogWarning("virtio-blk ", config_.path, ": request without a status byte");
+    LogWarning("virtio-blk ", config_.path, ": request without a status byte, queue stopped until reset");
+    queue_broken_ = true;
     return 0;
   }
   const uint64_t status_gpa = writable.back().addr + writable.back().len - 1;

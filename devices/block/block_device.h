@@ -5,7 +5,8 @@
 // fdatasync). Every request is checked: header and status present, data a multiple of 512 bytes,
 // sectors within the disk, writes refused on a read-only disk; bad requests get
 // VIRTIO_BLK_S_IOERR / S_UNSUPP and a rate-limited log line, never a write outside the image.
-// A chain that cannot even carry a status byte is returned with 0 bytes written.
+// A chain that is malformed or cannot carry a status byte has no in-band way to fail: the device
+// sets DEVICE_NEEDS_RESET and stops the queue until the driver resets it.
 #ifndef VESSEL_DEVICES_BLOCK_BLOCK_DEVICE_H_
 #define VESSEL_DEVICES_BLOCK_BLOCK_DEVICE_H_
 
@@ -54,7 +55,8 @@ class BlockDevice : public virtio::VirtioDevice {
   uint64_t capacity_sectors() const { return backend_.size_bytes() / kSectorSize; }
   // Runs the queue until it is empty, on the calling thread (the I/O thread; tests).
   void ProcessQueue();
-  // Executes one request chain; returns the bytes written into the chain (data + status).
+  // Executes one request chain; returns the bytes written into the chain (data + status). Sets
+  // queue_broken_ when the chain cannot be answered in-band.
   uint32_t HandleRequest(const virtio::DescriptorChain& chain);
 
  private:

@@ -171,31 +171,40 @@ TEST_F(BlockDeviceTest, WriteZeroesZeroesTheRange) {
   EXPECT_NE(FileBytes(6 * 512, 512), std::vector<uint8_t>(512, 0));
 }
 
-TEST_F(BlockDeviceTest, RequestsWithoutStatusOrHeaderAreContained) {
+TEST_F(BlockDeviceTest, ShortHeaderIsAnIoError) {
   Open(false);
-  // Only a readable header, no writable status byte: returned with 0 bytes, nothing written.
-  auto d = driver_.WriteChain(0, {{sizeof(virtio_blk_outhdr), false}});
+  auto short_hdr = driver_.WriteChain(0, {{4, false}, {1, true}});
   driver_.Publish(0);
-  // A status byte but a short header: IOERR.
-  auto short_hdr = driver_.WriteChain(4, {{4, false}, {1, true}});
-  driver_.Publish(4);
   const std::vector<uint8_t> before = FileBytes(0, kDiskBytes);
   dev_->ProcessQueue();
-  EXPECT_EQ(driver_.UsedIdx(), 2);
-  EXPECT_EQ(driver_.UsedElem(0).len, 0u);
+  EXPECT_EQ(driver_.UsedIdx(), 1);
   EXPECT_EQ(Status(short_hdr), VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(FileBytes(0, kDiskBytes), before);
+  EXPECT_EQ(irq_.needs_reset.load(), 0);
+}
+
+TEST_F(BlockDeviceTest, RequestWithoutStatusByteNeedsReset) {
+  Open(false);
+  driver_.WriteChain(0, {{sizeof(virtio_blk_outhdr), false}});
+  driver_.Publish(0);
+  Request(VIRTIO_BLK_T_IN, 0, {{512, true}}, 4);
+  const std::vector<uint8_t> before = FileBytes(0, kDiskBytes);
+  dev_->ProcessQueue();
+  EXPECT_EQ(irq_.needs_reset.load(), 1);
+  EXPECT_EQ(driver_.UsedIdx(), 0);  // stopped: nothing after the bad chain is processed
   EXPECT_EQ(FileBytes(0, kDiskBytes), before);
 }
 
-TEST_F(BlockDeviceTest, MalformedChainIsReturnedAndTheQueueGoesOn) {
+TEST_F(BlockDeviceTest, MalformedChainNeedsResetAndStopsTheQueue) {
   Open(false);
   driver_.WriteDesc(0, 0x7fffffff0000, 512, 0);  // outside RAM
   driver_.Publish(0);
-  auto ok = Request(VIRTIO_BLK_T_IN, 0, {{512, true}}, 4);
+  Request(VIRTIO_BLK_T_IN, 0, {{512, true}}, 4);
   dev_->ProcessQueue();
-  EXPECT_EQ(driver_.UsedIdx(), 2);
-  EXPECT_EQ(driver_.UsedElem(0).len, 0u);
-  EXPECT_EQ(Status(ok), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(irq_.needs_reset.load(), 1);
+  EXPECT_EQ(driver_.UsedIdx(), 0);
+  dev_->ProcessQueue();  // stays stopped until the driver resets the device
+  EXPECT_EQ(driver_.UsedIdx(), 0);
 }
 
 TEST_F(BlockDeviceTest, CorruptAvailRingStopsTheQueueWithNeedsReset) {
