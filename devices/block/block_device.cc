@@ -221,13 +221,13 @@ uint32_t BlockDevice::HandleRequest(const virtio::DescriptorChain& chain) {
     status = VIRTIO_BLK_S_IOERR;
     if (log_.Allow()) LogWarning("virtio-blk ", config_.path, ": request shorter than its header");
   } else {
-    status = Execute(header->type, header->sector, readable, writable, &reader, &written);
+    status = Execute(header->type, header->sector, writable, &reader, &written);
   }
   if (!memory.WriteObj(status_gpa, status).ok()) return written;
   return written + 1;
 }
 
-uint8_t BlockDevice::Execute(uint32_t type, uint64_t sector, absl::Span<const virtio::Descriptor>,
+uint8_t BlockDevice::Execute(uint32_t type, uint64_t sector,
                              absl::Span<const virtio::Descriptor> out_data, virtio::ChainReader* reader,
                              uint32_t* written) {
   GuestMemory& memory = *ctx_.memory;

@@ -64,9 +64,10 @@ class BlockDevice : public virtio::VirtioDevice {
   void IoThread();
   // A buffer for `bytes` of I/O, aligned for O_DIRECT.
   absl::Span<uint8_t> Buffer(uint64_t bytes);
-  uint8_t Execute(uint32_t type, uint64_t sector, absl::Span<const virtio::Descriptor> in_data,
-                  absl::Span<const virtio::Descriptor> out_data, virtio::ChainReader* reader,
-                  uint32_t* written);
+  // Runs one parsed request: `reader` is positioned after the header, `out_data` are the writable
+  // buffers without the status byte.
+  uint8_t Execute(uint32_t type, uint64_t sector, absl::Span<const virtio::Descriptor> out_data,
+                  virtio::ChainReader* reader, uint32_t* written);
   uint8_t CheckRange(uint64_t sector, uint64_t bytes) const;
   uint8_t DoDiscardOrZero(uint32_t type, virtio::ChainReader* reader);
 
