@@ -1,13 +1,15 @@
 #include "rpc/ttrpc/channel.h"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <utility>
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/write.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "vmm/base/errors.h"
@@ -17,6 +19,24 @@ namespace vessel::ttrpc {
 namespace {
 
 constexpr size_t kInitialReadBuffer = 64 * 1024;
+
+// writev that never raises SIGPIPE on a socket whose peer went away (an embedding program need not
+// ignore SIGPIPE for us); falls back to writev for fds that are not sockets (a pipe pair).
+ssize_t SendV(int fd, iovec* iov, size_t count) {
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = count;
+  ssize_t n;
+  do {
+    n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && errno == ENOTSOCK) {
+    do {
+      n = ::writev(fd, iov, static_cast<int>(count));
+    } while (n < 0 && errno == EINTR);
+  }
+  return n;
+}
 
 }  // namespace
 
@@ -127,50 +147,99 @@ void Channel::Send(uint32_t stream_id, MessageType type, std::string payload) {
   frame.header = EncodeFrameHeader(FrameHeader{static_cast<uint32_t>(payload.size()), stream_id,
                                                static_cast<uint8_t>(type), 0});
   frame.payload = std::move(payload);
-  if (strand_.running_in_this_thread()) {
-    QueueFrame(std::move(frame));
-  } else {
-    boost::asio::post(strand_, [self = shared_from_this(), frame = std::move(frame)]() mutable {
-      self->QueueFrame(std::move(frame));
-    });
-  }
+  std::lock_guard<std::mutex> lock(write_mu_);
+  WriteOrQueueLocked(std::move(frame));
 }
 
-void Channel::QueueFrame(OutFrame frame) {
-  if (closed()) return;
+void Channel::WriteOrQueueLocked(OutFrame frame) {
+  if (write_in_progress_ || !pending_.empty()) {
+    pending_.push_back(std::move(frame));
+    return;
+  }
+  // Nothing queued: try to write it all now, from this thread.
+  size_t total = kFrameHeaderSize + frame.payload.size();
+  iovec iov[2] = {{frame.header.data(), kFrameHeaderSize},
+                  {frame.payload.data(), frame.payload.size()}};
+  ssize_t n = SendV(stream_.native_handle(), iov, frame.payload.empty() ? 1 : 2);
+  if (n == static_cast<ssize_t>(total)) return;
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+    // Not Close(): on the strand it would take write_mu_ again.
+    absl::Status reason = absl::UnavailableError(
+        absl::StrCat("ttrpc write to ", name_, ": ", ErrnoStatus("sendmsg").message()));
+    boost::asio::post(strand_, [self = shared_from_this(), reason] { self->CloseOnStrand(reason); });
+    return;
+  }
+  // The socket is full: the strand finishes this frame when it can.
+  front_written_ = n > 0 ? static_cast<size_t>(n) : 0;
   pending_.push_back(std::move(frame));
-  if (!write_in_progress_) WriteMore();
+  write_in_progress_ = true;
+  boost::asio::post(strand_, [self = shared_from_this()] { self->WriteMore(); });
 }
 
 void Channel::WriteMore() {
-  if (pending_.empty() || closed()) {
-    write_in_progress_ = false;
-    return;
+  std::lock_guard<std::mutex> lock(write_mu_);
+  for (;;) {
+    if (closed()) {
+      write_in_progress_ = false;
+      pending_.clear();
+      writing_.clear();
+      return;
+    }
+    if (writing_.empty()) {
+      if (pending_.empty()) {
+        write_in_progress_ = false;
+        return;
+      }
+      // Gather what is queued (bounded, so one sendmsg stays a sane size).
+      size_t bytes = 0;
+      writing_offset_ = front_written_;
+      front_written_ = 0;
+      while (!pending_.empty() && writing_.size() < 64 && bytes < (1u << 20)) {
+        bytes += kFrameHeaderSize + pending_.front().payload.size();
+        writing_.push_back(std::move(pending_.front()));
+        pending_.pop_front();
+      }
+    }
+    // The iovecs of what is left of writing_, from writing_offset_ on.
+    std::vector<iovec> iov;
+    iov.reserve(writing_.size() * 2);
+    size_t skip = writing_offset_;
+    auto add = [&](const void* data, size_t len) {
+      if (skip >= len) {
+        skip -= len;
+        return;
+      }
+      iov.push_back({const_cast<char*>(static_cast<const char*>(data)) + skip, len - skip});
+      skip = 0;
+    };
+    for (const OutFrame& f : writing_) {
+      add(f.header.data(), kFrameHeaderSize);
+      add(f.payload.data(), f.payload.size());
+    }
+    if (iov.empty()) {
+      writing_.clear();
+      continue;
+    }
+    ssize_t n = SendV(stream_.native_handle(), iov.data(), std::min<size_t>(iov.size(), IOV_MAX));
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      stream_.async_wait(boost::asio::posix::descriptor_base::wait_write,
+                         [self = shared_from_this()](const boost::system::error_code& ec) {
+                           if (ec) return;  // closed
+                           self->WriteMore();
+                         });
+      return;
+    }
+    if (n < 0) {
+      absl::Status reason = absl::UnavailableError(
+          absl::StrCat("ttrpc write to ", name_, ": ", ErrnoStatus("sendmsg").message()));
+      boost::asio::post(strand_, [self = shared_from_this(), reason] { self->CloseOnStrand(reason); });
+      return;
+    }
+    writing_offset_ += static_cast<size_t>(n);
+    size_t total = 0;
+    for (const OutFrame& f : writing_) total += kFrameHeaderSize + f.payload.size();
+    if (writing_offset_ >= total) writing_.clear();
   }
-  write_in_progress_ = true;
-  writing_.clear();
-  std::vector<boost::asio::const_buffer> buffers;
-  // Gather what is queued (bounded, so one writev stays a sane size).
-  size_t bytes = 0;
-  while (!pending_.empty() && writing_.size() < 64 && bytes < (1u << 20)) {
-    bytes += kFrameHeaderSize + pending_.front().payload.size();
-    writing_.push_back(std::move(pending_.front()));
-    pending_.pop_front();
-  }
-  buffers.reserve(writing_.size() * 2);
-  for (const OutFrame& f : writing_) {
-    buffers.push_back(boost::asio::buffer(f.header));
-    if (!f.payload.empty()) buffers.push_back(boost::asio::buffer(f.payload));
-  }
-  boost::asio::async_write(stream_, buffers,
-                           [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
-                             if (ec) {
-                               self->CloseOnStrand(absl::UnavailableError(absl::StrCat(
-                                   "ttrpc write to ", self->name_, ": ", ec.message())));
-                               return;
-                             }
-                             self->WriteMore();
-                           });
 }
 
 void Channel::Close(absl::Status reason) {
@@ -186,8 +255,11 @@ void Channel::Close(absl::Status reason) {
 void Channel::CloseOnStrand(const absl::Status& reason) {
   if (closed_.exchange(true, std::memory_order_acq_rel)) return;
   boost::system::error_code ignored;
-  stream_.close(ignored);
-  pending_.clear();
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    pending_.clear();
+    stream_.close(ignored);
+  }
   on_frame_ = nullptr;
   CloseHandler on_close = std::move(on_close_);
   on_close_ = nullptr;

@@ -1,6 +1,7 @@
 // Channel: one connected stream socket carrying ttrpc frames, shared by the client and the server.
 // Reads are buffered and split into frames; writes are queued and gathered into one writev.
-// Everything runs on the channel's strand; Send and Close may be called from any thread.
+// Reads run on the channel's strand. Send may be called from any thread: when nothing is queued it
+// writes at once from the calling thread (no hop to the io thread), else it queues for the strand.
 // A frame that breaks the framing (a short read at EOF, a length over 4 MiB, an unknown type)
 // closes the channel: after that, the stream can no longer be trusted to be in sync.
 #ifndef VESSEL_RPC_TTRPC_CHANNEL_H_
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -62,7 +64,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
   void OnRead(const boost::system::error_code& ec, size_t n);
   // Splits complete frames off the read buffer; false when the channel closed meanwhile.
   bool DispatchFrames();
-  void QueueFrame(OutFrame frame);
+  // Under write_mu_: writes what it can of `frame` now; queues the rest. False if the fd failed.
+  void WriteOrQueueLocked(OutFrame frame);
   void WriteMore();
   void CloseOnStrand(const absl::Status& reason);
 
@@ -77,9 +80,12 @@ class Channel : public std::enable_shared_from_this<Channel> {
   std::vector<uint8_t> read_buf_;
   size_t read_len_ = 0;  // valid bytes in read_buf_
 
-  std::deque<OutFrame> pending_;
-  std::vector<OutFrame> writing_;
-  bool write_in_progress_ = false;
+  std::mutex write_mu_;
+  std::deque<OutFrame> pending_;         // write_mu_
+  bool write_in_progress_ = false;       // write_mu_: an async write owns the fd's output
+  size_t front_written_ = 0;             // write_mu_: bytes of pending_.front() already sent
+  std::vector<OutFrame> writing_;        // write_mu_: frames the strand is writing
+  size_t writing_offset_ = 0;            // write_mu_: bytes of writing_ already sent
 };
 
 }  // namespace vessel::ttrpc

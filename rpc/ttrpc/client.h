@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,9 +45,11 @@ class Client : public std::enable_shared_from_this<Client> {
   // Closes the connection; pending calls fail with Cancelled.
   ~Client();
 
-  // Starts a call and returns its id (the stream id). `done` runs exactly once, on the client's
-  // strand (it must not block): with the response, the server's error status, DeadlineExceeded,
-  // Cancelled, or Unavailable when the connection is or goes away. Thread-safe.
+  // Starts a call and returns its id (the stream id); the request is written from the calling
+  // thread when the socket has room. `done` runs exactly once, on the client's strand (it must not
+  // block): with the response, the server's error status, DeadlineExceeded, Cancelled, or
+  // Unavailable when the connection goes away; if the call cannot start (connection already
+  // closed, request too large) it runs at once on the calling thread. Thread-safe.
   uint32_t StartCall(absl::string_view service, absl::string_view method, std::string payload,
                      const CallOptions& options, Callback done);
   // Fails the call with Cancelled now; a late response is dropped. Thread-safe.
@@ -75,9 +78,10 @@ class Client : public std::enable_shared_from_this<Client> {
 
   std::shared_ptr<Channel> channel_;
   std::atomic<uint32_t> next_stream_{1};
-  bool closed_on_strand_ = false;
-  absl::Status close_reason_;
-  absl::flat_hash_map<uint32_t, Pending> pending_;  // strand only
+  std::mutex mu_;
+  bool closed_ = false;          // mu_: OnClose ran; new calls fail at once
+  absl::Status close_reason_;    // mu_
+  absl::flat_hash_map<uint32_t, Pending> pending_;  // mu_
   RateLimiter bad_input_log_;
 };
 
