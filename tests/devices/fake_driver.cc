@@ -28,22 +28,41 @@ Queue MustCreateQueue(uint16_t max_size) {
 }  // namespace
 
 FakeDriver::FakeDriver(uint16_t size, uint16_t max_size)
-    : mem_(MustCreateMemory()), queue_(MustCreateQueue(max_size)), size_(size) {
+    : own_mem_(MustCreateMemory()), mem_(&*own_mem_), queue_(MustCreateQueue(max_size)), size_(size) {
+  SetUpQueue();
+}
+
+FakeDriver::FakeDriver(GuestMemory& memory, uint64_t base, uint16_t size, uint16_t max_size)
+    : mem_(&memory),
+      base_(base),
+      queue_(MustCreateQueue(max_size)),
+      size_(size),
+      next_indirect_(base + kIndirectArea),
+      next_data_(base + kDataArea) {
+  if (!memory.Contains(base, kMemSize)) {
+    ADD_FAILURE() << "FakeDriver window at " << base << " is not wholly in the shared memory";
+    std::abort();
+  }
+  SetUpQueue();
+}
+
+void FakeDriver::SetUpQueue() {
+  const uint16_t size = size_;
   if (size > kMaxSize) {
     ADD_FAILURE() << "FakeDriver supports queues of at most " << kMaxSize << " entries";
     std::abort();
   }
   absl::Status s = queue_.SetSize(size);
   EXPECT_TRUE(s.ok()) << s;
-  queue_.SetDescTable(kDescTable);
-  queue_.SetAvailRing(kAvailRing);
-  queue_.SetUsedRing(kUsedRing);
+  queue_.SetDescTable(base_ + kDescTable);
+  queue_.SetAvailRing(base_ + kAvailRing);
+  queue_.SetUsedRing(base_ + kUsedRing);
   queue_.SetReady(true);
 }
 
 void FakeDriver::WriteDesc(uint16_t index, uint64_t addr, uint32_t len, uint16_t flags,
                            uint16_t next) {
-  WriteTableDesc(kDescTable, index, addr, len, flags, next);
+  WriteTableDesc(base_ + kDescTable, index, addr, len, flags, next);
 }
 
 void FakeDriver::WriteTableDesc(uint64_t table_gpa, uint32_t index, uint64_t addr, uint32_t len,
@@ -59,8 +78,8 @@ void FakeDriver::WriteTableDesc(uint64_t table_gpa, uint32_t index, uint64_t add
 uint64_t FakeDriver::AllocData(uint64_t len) {
   const uint64_t gpa = next_data_;
   next_data_ = (next_data_ + len + 15) & ~uint64_t{15};
-  EXPECT_LE(next_data_, kMemSize) << "FakeDriver data area exhausted";
-  absl::Status s = mem_.Fill(gpa, 0, len);
+  EXPECT_LE(next_data_, base_ + kMemSize) << "FakeDriver data area exhausted";
+  absl::Status s = mem_->Fill(gpa, 0, len);
   EXPECT_TRUE(s.ok()) << s;
   return gpa;
 }
@@ -69,8 +88,8 @@ uint64_t FakeDriver::AllocIndirectTable(uint32_t entries) {
   const uint64_t gpa = next_indirect_;
   const uint64_t len = uint64_t{entries} * sizeof(vring_desc);
   next_indirect_ += len;
-  EXPECT_LE(next_indirect_, kDataArea) << "FakeDriver indirect area exhausted";
-  absl::Status s = mem_.Fill(gpa, 0, len);
+  EXPECT_LE(next_indirect_, base_ + kDataArea) << "FakeDriver indirect area exhausted";
+  absl::Status s = mem_->Fill(gpa, 0, len);
   EXPECT_TRUE(s.ok()) << s;
   return gpa;
 }
@@ -95,7 +114,7 @@ std::vector<Descriptor> WriteBufs(FakeDriver& d, uint64_t table, uint32_t first,
 }  // namespace
 
 std::vector<Descriptor> FakeDriver::WriteChain(uint16_t first, const std::vector<Buf>& bufs) {
-  return WriteBufs(*this, kDescTable, first, bufs);
+  return WriteBufs(*this, base_ + kDescTable, first, bufs);
 }
 
 std::vector<Descriptor> FakeDriver::WriteIndirectChain(uint16_t index,
@@ -108,7 +127,7 @@ std::vector<Descriptor> FakeDriver::WriteIndirectChain(uint16_t index,
 }
 
 std::optional<DescriptorChain> FakeDriver::PopChain() {
-  absl::StatusOr<std::optional<DescriptorChain>> c = queue_.Pop(mem_);
+  absl::StatusOr<std::optional<DescriptorChain>> c = queue_.Pop(*mem_);
   if (!c.ok()) {
     ADD_FAILURE() << "Pop: " << c.status();
     return std::nullopt;
@@ -125,29 +144,29 @@ void FakeDriver::Publish(uint16_t head) {
 
 void FakeDriver::SetAvailIdx(uint16_t idx) {
   avail_idx_ = idx;
-  Write<uint16_t>(kAvailRing + 2, idx);
+  Write<uint16_t>(base_ + kAvailRing + 2, idx);
 }
 
 void FakeDriver::SetAvailEntry(uint16_t slot, uint16_t head) {
-  Write<uint16_t>(kAvailRing + 4 + 2 * uint64_t{slot}, head);
+  Write<uint16_t>(base_ + kAvailRing + 4 + 2 * uint64_t{slot}, head);
 }
 
-void FakeDriver::SetAvailFlags(uint16_t flags) { Write<uint16_t>(kAvailRing, flags); }
+void FakeDriver::SetAvailFlags(uint16_t flags) { Write<uint16_t>(base_ + kAvailRing, flags); }
 
 void FakeDriver::SetUsedEvent(uint16_t used_event) {
-  Write<uint16_t>(kAvailRing + 4 + 2 * uint64_t{size_}, used_event);
+  Write<uint16_t>(base_ + kAvailRing + 4 + 2 * uint64_t{size_}, used_event);
 }
 
-uint16_t FakeDriver::UsedIdx() { return Read<uint16_t>(kUsedRing + 2); }
+uint16_t FakeDriver::UsedIdx() { return Read<uint16_t>(base_ + kUsedRing + 2); }
 
-uint16_t FakeDriver::UsedFlags() { return Read<uint16_t>(kUsedRing); }
+uint16_t FakeDriver::UsedFlags() { return Read<uint16_t>(base_ + kUsedRing); }
 
 vring_used_elem FakeDriver::UsedElem(uint16_t slot) {
-  return Read<vring_used_elem>(kUsedRing + 4 + sizeof(vring_used_elem) * uint64_t{slot});
+  return Read<vring_used_elem>(base_ + kUsedRing + 4 + sizeof(vring_used_elem) * uint64_t{slot});
 }
 
 uint16_t FakeDriver::AvailEvent() {
-  return Read<uint16_t>(kUsedRing + 4 + sizeof(vring_used_elem) * uint64_t{size_});
+  return Read<uint16_t>(base_ + kUsedRing + 4 + sizeof(vring_used_elem) * uint64_t{size_});
 }
 
 }  // namespace vessel::virtio::testing

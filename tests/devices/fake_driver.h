@@ -2,7 +2,8 @@
 // and a Queue configured (size, ring addresses, ready) as a driver would, lays out descriptor
 // chains (direct and indirect) with data buffers, publishes them in the avail ring and reads back
 // what the device wrote to the used ring. Every guest access goes through GuestMemory; failures
-// are test failures.
+// are test failures. Several drivers can share one GuestMemory (a device with several queues):
+// each then lays out its rings and buffers in its own kMemSize window at a base address.
 #ifndef VESSEL_TESTS_DEVICES_FAKE_DRIVER_H_
 #define VESSEL_TESTS_DEVICES_FAKE_DRIVER_H_
 
@@ -39,8 +40,15 @@ class FakeDriver {
 
   // A queue of `size` entries (device maximum `max_size`), rings laid out and ready.
   explicit FakeDriver(uint16_t size, uint16_t max_size = 256);
+  // Same, in `memory` (which must outlive the driver) at [base, base + kMemSize): every address
+  // above is offset by `base`.
+  FakeDriver(GuestMemory& memory, uint64_t base, uint16_t size, uint16_t max_size = 256);
+  FakeDriver(const FakeDriver&) = delete;
+  FakeDriver& operator=(const FakeDriver&) = delete;
 
-  GuestMemory& mem() { return mem_; }
+  GuestMemory& mem() { return *mem_; }
+  // Where this driver's window starts (0 unless constructed with a base).
+  uint64_t base() const { return base_; }
   Queue& queue() { return queue_; }
   uint16_t size() const { return size_; }
 
@@ -82,7 +90,11 @@ class FakeDriver {
   void Write(uint64_t gpa, const T& value);
 
  private:
-  GuestMemory mem_;
+  void SetUpQueue();
+
+  std::optional<GuestMemory> own_mem_;
+  GuestMemory* mem_;
+  uint64_t base_ = 0;
   Queue queue_;
   uint16_t size_;
   uint16_t avail_idx_ = 0;
@@ -95,14 +107,14 @@ inline std::string Msg(const absl::Status& s) { return std::string(s.message());
 
 template <typename T>
 T FakeDriver::Read(uint64_t gpa) {
-  absl::StatusOr<T> v = mem_.ReadObj<T>(gpa);
+  absl::StatusOr<T> v = mem_->ReadObj<T>(gpa);
   EXPECT_TRUE(v.ok()) << v.status();
   return v.ok() ? *v : T{};
 }
 
 template <typename T>
 void FakeDriver::Write(uint64_t gpa, const T& value) {
-  absl::Status s = mem_.WriteObj(gpa, value);
+  absl::Status s = mem_->WriteObj(gpa, value);
   EXPECT_TRUE(s.ok()) << s;
 }
 

@@ -1,0 +1,331 @@
+#include "devices/vsock/vsock_device.h"
+
+#include <fcntl.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <linux/virtio_vsock.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "devices/vsock/packet.h"
+#include "vmm/base/errors.h"
+
+namespace vessel::vsock {
+namespace {
+
+constexpr uint64_t kWakeToken = 1;
+constexpr uint64_t kMuxerToken = 2;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<VsockDevice>> VsockDevice::Create(const VsockConfig& config) {
+  VESSEL_RETURN_IF_ERROR(ValidateVsockConfig(config));
+  std::unique_ptr<VsockDevice> dev(new VsockDevice(config));
+  VESSEL_RETURN_IF_ERROR(dev->Init());
+  return dev;
+}
+
+VsockDevice::VsockDevice(const VsockConfig& config) : config_(config) {}
+
+absl::Status VsockDevice::Init() {
+  VESSEL_ASSIGN_OR_RETURN(muxer_, VsockMuxer::Create(config_, &stats_));
+  const std::string& name = muxer_->name();
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_.valid()) return ErrnoStatus(absl::StrCat(name, ": epoll_create1"));
+  wake_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake_.valid()) return ErrnoStatus(absl::StrCat(name, ": eventfd"));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kWakeToken;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) {
+    return ErrnoStatus(absl::StrCat(name, ": epoll_ctl(eventfd)"));
+  }
+  ev.data.u64 = kMuxerToken;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, muxer_->epoll_fd(), &ev) != 0) {
+    return ErrnoStatus(absl::StrCat(name, ": epoll_ctl(muxer)"));
+  }
+  io_thread_ = std::thread([this] { IoThread(); });
+  return absl::OkStatus();
+}
+
+VsockDevice::~VsockDevice() {
+  if (io_thread_.joinable()) {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    Wake();
+    io_thread_.join();
+  }
+  // Pending hand-overs never reached the muxer.
+  for (Handover& h : handovers_) {
+    h.stream.reset();
+    if (h.done) h.done(absl::AbortedError("vsock device destroyed before the connection was made"));
+  }
+  handovers_.clear();
+}
+
+uint32_t VsockDevice::device_type() const { return VIRTIO_ID_VSOCK; }
+
+uint64_t VsockDevice::device_features() const { return 1ull << VIRTIO_F_VERSION_1; }
+
+void VsockDevice::ReadConfig(uint64_t offset, absl::Span<uint8_t> data) {
+  virtio_vsock_config cfg{};
+  cfg.guest_cid = config_.guest_cid;  // little endian on x86_64
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(&cfg);
+  for (size_t i = 0; i < data.size(); ++i) {
+    const uint64_t o = offset + i;
+    data[i] = o < sizeof(cfg) ? bytes[o] : 0;
+  }
+}
+
+void VsockDevice::WriteConfig(uint64_t, absl::Span<const uint8_t>) {
+  // The guest CID is read-only.
+}
+
+absl::Status VsockDevice::Activate(const virtio::ActivateContext& context) {
+  if (context.queues.size() != 3 || context.queues[kRxQueue] == nullptr ||
+      context.queues[kTxQueue] == nullptr || !context.queues[kRxQueue]->ready() ||
+      !context.queues[kTxQueue]->ready()) {
+    return absl::FailedPreconditionError(
+        "virtio-vsock: the rx and tx queues must be set up and ready before DRIVER_OK");
+  }
+  {
+    std::lock_guard lock(mu_);
+    ctx_ = context;
+    active_ = true;
+  }
+  Wake();
+  return absl::OkStatus();
+}
+
+void VsockDevice::NotifyQueue(uint16_t) { Wake(); }
+
+void VsockDevice::Wake() {
+  const uint64_t one = 1;
+  ssize_t unused = ::write(wake_.get(), &one, sizeof(one));
+  (void)unused;  // EAGAIN: the counter is already non-zero, a wake-up is pending anyway
+}
+
+void VsockDevice::Reset() {
+  std::unique_lock lock(mu_);
+  active_ = false;
+  ctx_ = virtio::ActivateContext{};
+  const uint64_t target = ++reset_requested_;
+  Wake();
+  // The I/O thread finishes its current pass, then drops the queues and every connection.
+  cv_.wait(lock, [&] { return reset_done_ >= target || stopping_; });
+}
+
+absl::Status VsockDevice::ConnectToGuest(ScopedFd stream, uint32_t guest_port,
+                                         ConnectCallback done) {
+  const std::string& name = muxer_->name();
+  if (!stream.valid()) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": ConnectToGuest needs an open socket"));
+  }
+  int type = 0;
+  socklen_t len = sizeof(type);
+  if (::getsockopt(stream.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": ConnectToGuest needs a connected SOCK_STREAM socket (e.g. one end of "
+              "socketpair(AF_UNIX, SOCK_STREAM))"));
+  }
+  if (guest_port == kPortAny) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": guest port ", guest_port, " is VMADDR_PORT_ANY: name a real port"));
+  }
+  const int flags = ::fcntl(stream.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(stream.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+    return ErrnoStatus(absl::StrCat(name, ": making the hand-over socket non-blocking"));
+  }
+  if (!done) done = [](absl::StatusOr<uint32_t>) {};
+  {
+    std::lock_guard lock(mu_);
+    if (!active_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          name, ": the guest's vsock driver is not active (the guest has not booted that far, or "
+                "reset the device): retry once it is up"));
+    }
+    if (handovers_.size() >= config_.max_connections) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          name, ": ", handovers_.size(), " hand-overs are already waiting: retry later"));
+    }
+    handovers_.push_back(Handover{std::move(stream), guest_port, std::move(done)});
+  }
+  Wake();
+  return absl::OkStatus();
+}
+
+void VsockDevice::IoThread() {
+  pthread_setname_np(pthread_self(), "vsock-io");
+  bool more = false;
+  for (;;) {
+    epoll_event events[4];
+    const int n = ::epoll_wait(epoll_.get(), events, 4, more ? 0 : -1);
+    if (n < 0 && errno != EINTR && log_.Allow()) {
+      LogError(muxer_->name(), ": epoll_wait failed: ", std::strerror(errno));
+    }
+    uint64_t counter;
+    ssize_t unused = ::read(wake_.get(), &counter, sizeof(counter));
+    (void)unused;
+
+    uint64_t reset_target;
+    bool active;
+    virtio::ActivateContext ctx;
+    std::vector<Handover> handovers;
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) break;
+      reset_target = reset_requested_;
+      active = active_;
+      ctx = ctx_;
+      handovers.swap(handovers_);
+    }
+    if (reset_target != io_reset_seen_) {
+      // Outside mu_: ConnectCallbacks run here and may call ConnectToGuest.
+      ResetIo();
+      io_reset_seen_ = reset_target;
+      {
+        std::lock_guard lock(mu_);
+        reset_done_ = reset_target;
+      }
+      cv_.notify_all();
+    }
+    if (active && !io_active_) {
+      io_ctx_ = ctx;
+      io_active_ = true;
+      queue_broken_ = false;
+      muxer_->SetListening(true);
+    }
+    const Clock::time_point now = Clock::now();
+    for (Handover& h : handovers) {
+      if (!io_active_) {
+        h.stream.reset();
+        h.done(absl::AbortedError(
+            absl::StrCat(muxer_->name(), ": the guest reset the vsock device; retry")));
+        continue;
+      }
+      muxer_->ConnectToGuest(std::move(h.stream), h.guest_port, std::move(h.done), now);
+    }
+    muxer_->HandleHostEvents(now);
+    more = io_active_ && !queue_broken_ && Pump(now);
+  }
+  // Stopping: wake a Reset() that may be waiting.
+  cv_.notify_all();
+}
+
+void VsockDevice::ResetIo() {
+  io_active_ = false;
+  io_ctx_ = virtio::ActivateContext{};
+  spare_rx_.reset();
+  queue_broken_ = false;
+  muxer_->Reset(absl::AbortedError(
+      absl::StrCat(muxer_->name(), ": the guest reset the vsock device; retry")));
+}
+
+void VsockDevice::QueueBroken(const char* queue, const absl::Status& status) {
+  queue_broken_ = true;
+  spare_rx_.reset();
+  LogWarning(muxer_->name(), ": ", queue, " queue broken, device stopped until the driver resets it: ",
+             status.message());
+  io_ctx_.interrupt->SignalNeedsReset();
+}
+
+bool VsockDevice::Pump(Clock::time_point now) {
+  GuestMemory& memory = *io_ctx_.memory;
+  virtio::Queue& rxq = *io_ctx_.queues[kRxQueue];
+  virtio::Queue& txq = *io_ctx_.queues[kTxQueue];
+  int budget = kPumpBudget;
+  bool tx_used = false;
+  bool rx_used = false;
+  bool progress = true;
+  while (progress && budget > 0) {
+    progress = false;
+    // Guest → host.
+    while (budget > 0 && muxer_->CanAcceptTx()) {
+      absl::StatusOr<std::optional<virtio::DescriptorChain>> chain = txq.Pop(memory);
+      if (!chain.ok()) {
+        QueueBroken("tx", chain.status());
+        return false;
+      }
+      if (!chain->has_value()) {
+        absl::StatusOr<bool> again = txq.EnableNotification(memory);
+        if (again.ok() && *again) continue;
+        break;
+      }
+      TxPacket packet = ParseTxPacket(memory, **chain, config_.guest_cid);
+      muxer_->HandleTx(packet, now);
+      absl::Status used = txq.AddUsed(memory, (*chain)->head_index(), 0);
+      if (!used.ok()) {
+        QueueBroken("tx", used);
+        return false;
+      }
+      tx_used = true;
+      progress = true;
+      --budget;
+    }
+    // Host → guest.
+    while (budget > 0 && muxer_->HasPendingRx()) {
+      std::optional<virtio::DescriptorChain> chain = std::move(spare_rx_);
+      spare_rx_.reset();
+      if (!chain.has_value()) {
+        absl::StatusOr<std::optional<virtio::DescriptorChain>> popped = rxq.Pop(memory);
+        if (!popped.ok()) {
+          QueueBroken("rx", popped.status());
+          return false;
+        }
+        if (!popped->has_value()) {
+          absl::StatusOr<bool> again = rxq.EnableNotification(memory);
+          if (again.ok() && *again) continue;
+          break;
+        }
+        chain = std::move(*popped);
+      }
+      absl::StatusOr<virtio::ChainWriter> writer = virtio::ChainWriter::Create(memory, *chain);
+      uint32_t written = 0;
+      if (!writer.ok() || writer->remaining() <= kHeaderSize) {
+        // Unusable buffer: hand it back empty so the driver can post a proper one.
+        VsockStats::Add(stats_.rx_dropped);
+        if (log_.Allow()) {
+          LogWarning(muxer_->name(), ": rx buffer returned unused: ",
+                     writer.ok() ? absl::StrCat("it has ", writer->remaining(),
+                                                " writable bytes, a header + payload needs more than ",
+                                                kHeaderSize)
+                                 : std::string(writer.status().message()));
+        }
+      } else if (muxer_->FillRx(*writer, now)) {
+        written = static_cast<uint32_t>(writer->bytes_written());
+      } else {
+        spare_rx_ = std::move(chain);  // nothing to send after all: keep it for next time
+        break;
+      }
+      absl::Status used = rxq.AddUsed(memory, chain->head_index(), written);
+      if (!used.ok()) {
+        QueueBroken("rx", used);
+        return false;
+      }
+      rx_used = true;
+      progress = true;
+      --budget;
+    }
+  }
+  bool signal = false;
+  if (tx_used) {
+    absl::StatusOr<bool> need = txq.NeedsNotification(memory);
+    signal = signal || !need.ok() || *need;
+  }
+  if (rx_used) {
+    absl::StatusOr<bool> need = rxq.NeedsNotification(memory);
+    signal = signal || !need.ok() || *need;
+  }
+  if (signal) io_ctx_.interrupt->SignalUsedBuffers();
+  return budget == 0;
+}
+
+}  // namespace vessel::vsock
