@@ -9,6 +9,8 @@
 #   vessel_test_blkbench=1                     (bench: dd throughput on /dev/vda, /dev/vdb; no TAP)
 #   vessel_test_disk=1 vessel_test_vda_kb=K    (block checks: /dev/vda is an ext4 image of K KiB,
 #                                               /dev/vdb a read-only raw disk of 16 MiB random data)
+#   vessel_test_vsock=1                        (vsock checks with the host; see tests/e2e/vsock_net)
+#   vessel_test_net=1                          (virtio-net checks: eth0 10.0.2.2/30, host 10.0.2.1)
 export PATH=/bin
 B=/bin/busybox
 # port OFFSET OCTAL-BYTE: write one byte to an I/O port.
@@ -18,7 +20,12 @@ port 128 '\140'   # boot-timing port 0x80: code 0x60, userspace started
 $B mount -t proc proc /proc
 echo "vessel-test: init running"
 echo "TAP version 13"
-if [ "$vessel_test_disk" = "1" ]; then echo "1..8"; else echo "1..4"; fi
+plan=4
+[ "$vessel_test_disk" = "1" ] && plan=$(( plan + 4 ))
+[ "$vessel_test_vsock" = "1" ] && plan=$(( plan + 4 ))
+[ "$vessel_test_net" = "1" ] && plan=$(( plan + 4 ))
+echo "1..$plan"
+n=4
 
 cpus=$($B grep -c '^processor' /proc/cpuinfo)
 echo "# nproc=$cpus"
@@ -62,6 +69,7 @@ else
 fi
 
 if [ "$vessel_test_disk" = "1" ]; then
+  n=8
   $B mount -t devtmpfs dev /dev
   while read -r _ _ blocks name; do
     case "$name" in vda) vda_kb=$blocks ;; vdb) vdb_kb=$blocks ;; esac
@@ -97,6 +105,64 @@ if [ "$vessel_test_disk" = "1" ]; then
   else
     echo "ok 8 - block: the read-only /dev/vdb refuses writes"
   fi
+fi
+
+# tap N MESSAGE: "ok"/"not ok" from the last command's status.
+tap() { if [ "$1" = 0 ]; then echo "ok $2"; else echo "not ok $2"; fi; }
+# wait_line FILE PREFIX: spin (shell builtins only) until FILE's first line starts with PREFIX.
+wait_line() {
+  i=0
+  while [ $i -lt 200000 ]; do
+    line=""
+    read -r line < "$1" 2>/dev/null
+    case "$line" in "$2"*) return 0 ;; error*) return 1 ;; esac
+    i=$(( i + 1 ))
+  done
+  return 1
+}
+
+if [ "$vessel_test_vsock" = "1" ]; then
+  # The host connects to the echo server through the hybrid socket (CONNECT 5000) and streams
+  # 16 MiB through it while the guest goes on; it listens on <uds>_5001 and nothing on 5002.
+  /bin/vessel-probe vsock-echo 5000 > /tmp/vsock-echo.log 2>&1 &
+  wait_line /tmp/vsock-echo.log listening; r=$?
+  echo "vessel-test: vsock echo listening on 5000"
+  tap $r "$(( n + 1 )) - vsock: guest listens on port 5000"
+  reply=$(/bin/vessel-probe vsock-connect 2 5001 hello-from-guest)
+  echo "# vsock_connect_5001=$reply"
+  [ "$reply" = "reply: hello-from-host" ]; tap $? "$(( n + 2 )) - vsock: guest -> host port 5001 answered"
+  reply=$(/bin/vessel-probe vsock-connect 2 5002 nobody-listens)
+  echo "# vsock_connect_5002=$reply"
+  case "$reply" in "error: connect"*) r=0 ;; *) r=1 ;; esac
+  tap $r "$(( n + 3 )) - vsock: guest -> host port 5002 (no listener) fails cleanly"
+  echo "vessel-test: waiting for the host's vsock echo result"
+  if read -r -t 1200 line; then
+    echo "# vsock_host=$line"
+    [ "$line" = "vsock-echo-ok" ]; tap $? "$(( n + 4 )) - vsock: host streamed 16 MiB through the guest echo intact"
+  else
+    echo "not ok $(( n + 4 )) - vsock: no result from the host"
+  fi
+  n=$(( n + 4 ))
+fi
+
+if [ "$vessel_test_net" = "1" ]; then
+  # The host side is a tap in a test netns with 10.0.2.1/30, listening on TCP 7000.
+  $B ip addr add 10.0.2.2/30 dev eth0 && $B ip link set eth0 up
+  tap $? "$(( n + 1 )) - net: eth0 up as 10.0.2.2/30"
+  $B ping -c 1 -W 30 10.0.2.1 > /tmp/ping.log 2>&1
+  tap $? "$(( n + 2 )) - net: ping 10.0.2.1"
+  /bin/vessel-probe tcp-recv 7001 > /tmp/tcp-recv.log 2>&1 &
+  recv_pid=$!
+  wait_line /tmp/tcp-recv.log listening
+  echo "vessel-test: net listening on 7001"
+  wait $recv_pid
+  while read -r line; do last=$line; done < /tmp/tcp-recv.log
+  echo "# net_rx $last"
+  [ "$last" != "${last#bytes=16777216 }" ]; tap $? "$(( n + 3 )) - net: received 16 MiB over TCP from the host"
+  out=$(/bin/vessel-probe tcp-send 10.0.2.1 7000 16777216 7)
+  echo "# net_tx $out"
+  [ "$out" != "${out#bytes=16777216 }" ]; tap $? "$(( n + 4 )) - net: sent 16 MiB over TCP to the host"
+  n=$(( n + 4 ))
 fi
 
 if [ "$vessel_test_blkbench" = "1" ]; then

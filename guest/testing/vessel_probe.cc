@@ -1,0 +1,175 @@
+// vessel-probe: the static in-guest side of the vsock and network end-to-end tests. Runs under the
+// test init; every result is one line on stdout, errors name the call and errno.
+//   vessel-probe vsock-echo PORT                 listen on vsock PORT, echo every connection
+//   vessel-probe vsock-connect CID PORT MESSAGE  connect, send MESSAGE, print the reply
+//   vessel-probe tcp-send ADDR PORT BYTES SEED   send the seeded stream; print bytes and hash
+//   vessel-probe tcp-recv PORT                   accept one connection, read to EOF; print bytes and hash
+#include <arpa/inet.h>
+#include <linux/vm_sockets.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "guest/testing/probe_stream.h"
+
+namespace {
+
+int Fail(const char* what) {
+  std::printf("error: %s: %s (errno %d)\n", what, std::strerror(errno), errno);
+  std::fflush(stdout);
+  return 1;
+}
+
+bool WriteAll(int fd, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+void Echo(int fd) {
+  static uint8_t buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    if (!WriteAll(fd, buf, static_cast<size_t>(n))) break;
+  }
+  ::close(fd);
+}
+
+int VsockEcho(uint32_t port) {
+  int s = ::socket(AF_VSOCK, SOCK_STREAM, 0);
+  if (s < 0) return Fail("socket(AF_VSOCK)");
+  sockaddr_vm addr{};
+  addr.svm_family = AF_VSOCK;
+  addr.svm_cid = VMADDR_CID_ANY;
+  addr.svm_port = port;
+  if (::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return Fail("bind");
+  if (::listen(s, 16) != 0) return Fail("listen");
+  std::printf("listening on vsock port %u\n", port);
+  std::fflush(stdout);
+  for (;;) {
+    int c = ::accept(s, nullptr, nullptr);
+    if (c < 0) {
+      if (errno == EINTR) continue;
+      return Fail("accept");
+    }
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(s);
+      Echo(c);
+      ::_exit(0);
+    }
+    ::close(c);
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+  }
+}
+
+int VsockConnect(uint32_t cid, uint32_t port, const std::string& message) {
+  int s = ::socket(AF_VSOCK, SOCK_STREAM, 0);
+  if (s < 0) return Fail("socket(AF_VSOCK)");
+  sockaddr_vm addr{};
+  addr.svm_family = AF_VSOCK;
+  addr.svm_cid = cid;
+  addr.svm_port = port;
+  if (::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return Fail("connect");
+  std::string line = message + "\n";
+  if (!WriteAll(s, reinterpret_cast<const uint8_t*>(line.data()), line.size())) return Fail("write");
+  ::shutdown(s, SHUT_WR);
+  std::string reply;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(s, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Fail("read");
+    if (n == 0) break;
+    reply.append(buf, static_cast<size_t>(n));
+  }
+  while (!reply.empty() && reply.back() == '\n') reply.pop_back();
+  std::printf("reply: %s\n", reply.c_str());
+  return 0;
+}
+
+int TcpSend(const char* address, uint16_t port, uint64_t bytes, uint64_t seed) {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (s < 0) return Fail("socket(AF_INET)");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  if (::inet_pton(AF_INET, address, &addr.sin_addr) != 1) return Fail("inet_pton");
+  if (::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return Fail("connect");
+  vessel::probe::StreamGenerator gen(seed);
+  vessel::probe::Fnv1a64 hash;
+  static uint8_t buf[1 << 16];
+  uint64_t left = bytes;
+  while (left > 0) {
+    size_t n = left < sizeof(buf) ? static_cast<size_t>(left) : sizeof(buf);
+    gen.Fill(buf, n);
+    hash.Update(buf, n);
+    if (!WriteAll(s, buf, n)) return Fail("write");
+    left -= n;
+  }
+  ::close(s);
+  std::printf("bytes=%" PRIu64 " hash=%016" PRIx64 "\n", hash.bytes(), hash.hash());
+  return 0;
+}
+
+int TcpRecv(uint16_t port) {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (s < 0) return Fail("socket(AF_INET)");
+  int one = 1;
+  ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  if (::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return Fail("bind");
+  if (::listen(s, 1) != 0) return Fail("listen");
+  std::printf("listening on tcp port %u\n", port);
+  std::fflush(stdout);
+  int c = ::accept(s, nullptr, nullptr);
+  if (c < 0) return Fail("accept");
+  vessel::probe::Fnv1a64 hash;
+  static uint8_t buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(c, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Fail("read");
+    if (n == 0) break;
+    hash.Update(buf, static_cast<size_t>(n));
+  }
+  std::printf("bytes=%" PRIu64 " hash=%016" PRIx64 "\n", hash.bytes(), hash.hash());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "vsock-echo" && argc == 3) return VsockEcho(std::strtoul(argv[2], nullptr, 10));
+  if (mode == "vsock-connect" && argc == 5) {
+    return VsockConnect(std::strtoul(argv[2], nullptr, 10), std::strtoul(argv[3], nullptr, 10), argv[4]);
+  }
+  if (mode == "tcp-send" && argc == 6) {
+    return TcpSend(argv[2], static_cast<uint16_t>(std::strtoul(argv[3], nullptr, 10)),
+                   std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10));
+  }
+  if (mode == "tcp-recv" && argc == 3) return TcpRecv(static_cast<uint16_t>(std::strtoul(argv[2], nullptr, 10)));
+  std::fprintf(stderr,
+               "usage: vessel-probe vsock-echo PORT | vsock-connect CID PORT MESSAGE |\n"
+               "       tcp-send ADDR PORT BYTES SEED | tcp-recv PORT\n");
+  return 2;
+}
