@@ -225,35 +225,53 @@ absl::Status Machine::SetUpDevices() {
   VESSEL_RETURN_IF_ERROR(io_bus_.Insert(debug_port_, DebugPort::kPort, 1, "boot-timing port"));
   VESSEL_RETURN_IF_ERROR(io_bus_.Insert(std::make_shared<CmosRtc>(), CmosRtc::kPort, 2, "CMOS RTC"));
 
-  // virtio-mmio devices: one 4 KiB window each from kVirtioMmioBase, IOAPIC pins from 5 up.
-  if (config_.disks.size() > kMaxVirtioDevices) {
-    return absl::InvalidArgumentError(absl::StrCat(config_.disks.size(), " disks given; at most ", kMaxVirtioDevices));
+  // virtio-mmio devices: one 4 KiB window each from kVirtioMmioBase, IOAPIC pins from 5 up; the
+  // disks first (/dev/vda, ...), then vsock.
+  const size_t virtio_count = config_.disks.size() + (config_.vsock.has_value() ? 1 : 0);
+  if (virtio_count > kMaxVirtioDevices) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config_.disks.size(), " disks", config_.vsock.has_value() ? " and a vsock device" : "",
+        " given; at most ", kMaxVirtioDevices, " virtio devices fit"));
   }
-  if (!config_.disks.empty()) event_loop_ = std::make_unique<EventLoop>();
-  for (size_t i = 0; i < config_.disks.size(); ++i) {
-    absl::StatusOr<std::unique_ptr<block::BlockDevice>> disk = block::BlockDevice::Create(config_.disks[i]);
+  if (virtio_count > 0) event_loop_ = std::make_unique<EventLoop>();
+  for (const block::BlockConfig& disk_config : config_.disks) {
+    absl::StatusOr<std::unique_ptr<block::BlockDevice>> disk = block::BlockDevice::Create(disk_config);
     if (!disk.ok()) return disk.status();
-    const uint64_t base = x86::kVirtioMmioBase + i * virtio::MmioTransport::kWindowSize;
-    const uint32_t gsi = kFirstVirtioGsi + static_cast<uint32_t>(i);
-    std::string name = absl::StrCat("virtio-blk ", config_.disks[i].path);
-    // Interrupts through an irqfd: injected in the kernel, no ioctl per interrupt.
-    ScopedFd irq_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!irq_fd.valid()) return ErrnoStatus("eventfd for a virtio interrupt");
-    VESSEL_RETURN_IF_ERROR(vm_->RegisterIrqfd(irq_fd.get(), gsi));
-    auto transport = std::make_shared<virtio::MmioTransport>(
-        name, std::move(*disk), &*memory_, std::make_shared<IrqfdLine>(irq_fd.get()));
-    eventfds_.push_back(std::move(irq_fd));
-    VESSEL_RETURN_IF_ERROR(mmio_bus_.Insert(transport, base, virtio::MmioTransport::kWindowSize, name));
-    // QueueNotify through ioeventfds (datamatch on the queue index): no MMIO exit per kick.
-    for (uint32_t q = 0; q < transport->queue_count(); ++q) {
-      ScopedFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-      if (!kick.valid()) return ErrnoStatus("eventfd for a virtio queue notification");
-      VESSEL_RETURN_IF_ERROR(vm_->RegisterIoeventfd(base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, q, kick.get()));
-      event_loop_->WatchEventfd(kick.get(), [transport, q] { transport->HandleNotify(q); });
-      eventfds_.push_back(std::move(kick));
-    }
-    absl::StrAppendFormat(&device_cmdline_, " virtio_mmio.device=4K@%#x:%d", base, gsi);
+    VESSEL_RETURN_IF_ERROR(AddVirtioDevice(std::move(*disk), absl::StrCat("virtio-blk ", disk_config.path)));
   }
+  if (config_.vsock.has_value()) {
+    absl::StatusOr<std::unique_ptr<vsock::VsockDevice>> dev = vsock::VsockDevice::Create(*config_.vsock);
+    if (!dev.ok()) {
+      return absl::Status(dev.status().code(), absl::StrCat("--vsock: ", dev.status().message()));
+    }
+    vsock_ = dev->get();
+    VESSEL_RETURN_IF_ERROR(AddVirtioDevice(
+        std::move(*dev), absl::StrCat("virtio-vsock cid ", config_.vsock->guest_cid)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Machine::AddVirtioDevice(std::unique_ptr<virtio::VirtioDevice> device, std::string name) {
+  const size_t i = virtio_devices_++;
+  const uint64_t base = x86::kVirtioMmioBase + i * virtio::MmioTransport::kWindowSize;
+  const uint32_t gsi = kFirstVirtioGsi + static_cast<uint32_t>(i);
+  // Interrupts through an irqfd: injected in the kernel, no ioctl per interrupt.
+  ScopedFd irq_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!irq_fd.valid()) return ErrnoStatus("eventfd for a virtio interrupt");
+  VESSEL_RETURN_IF_ERROR(vm_->RegisterIrqfd(irq_fd.get(), gsi));
+  auto transport = std::make_shared<virtio::MmioTransport>(
+      name, std::move(device), &*memory_, std::make_shared<IrqfdLine>(irq_fd.get()));
+  eventfds_.push_back(std::move(irq_fd));
+  VESSEL_RETURN_IF_ERROR(mmio_bus_.Insert(transport, base, virtio::MmioTransport::kWindowSize, name));
+  // QueueNotify through ioeventfds (datamatch on the queue index): no MMIO exit per kick.
+  for (uint32_t q = 0; q < transport->queue_count(); ++q) {
+    ScopedFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!kick.valid()) return ErrnoStatus("eventfd for a virtio queue notification");
+    VESSEL_RETURN_IF_ERROR(vm_->RegisterIoeventfd(base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, q, kick.get()));
+    event_loop_->WatchEventfd(kick.get(), [transport, q] { transport->HandleNotify(q); });
+    eventfds_.push_back(std::move(kick));
+  }
+  absl::StrAppendFormat(&device_cmdline_, " virtio_mmio.device=4K@%#x:%d", base, gsi);
   return absl::OkStatus();
 }
 

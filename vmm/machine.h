@@ -25,6 +25,9 @@
 #include "absl/status/statusor.h"
 #include "arch/x86_64/compat/pvm_compat.h"
 #include "devices/block/block_device.h"
+#include "devices/virtio/virtio_device.h"
+#include "devices/vsock/vsock_config.h"
+#include "devices/vsock/vsock_device.h"
 #include "vmm/base/log.h"
 #include "vmm/bus/bus.h"
 #include "vmm/event_loop.h"
@@ -50,6 +53,9 @@ struct MachineConfig {
   std::optional<Platform> platform;  // detected when unset
   // virtio-blk disks: the first is /dev/vda, the second /dev/vdb, ...
   std::vector<block::BlockConfig> disks;
+  // virtio-vsock (after the disks on the MMIO bus): guest CID >= 3 and the host's Unix socket
+  // path (Firecracker hybrid vsock; see devices/vsock/README.md).
+  std::optional<vsock::VsockConfig> vsock;
 };
 
 enum class ExitReason { kPoweroff, kReboot, kCrash, kHostStop };
@@ -91,11 +97,17 @@ class Machine {
   std::map<std::string, uint64_t> exit_counts() const;
   // The compat profile's counters, empty on hardware KVM.
   std::string compat_summary() const;
+  // The virtio-vsock device (ConnectToGuest, counters), or nullptr without config.vsock. Lives as
+  // long as the Machine.
+  vsock::VsockDevice* vsock() const { return vsock_; }
 
  private:
   Machine() = default;
   absl::Status Build();
   absl::Status SetUpDevices();
+  // Puts `device` on the MMIO bus in the next virtio-mmio window, with an irqfd interrupt and
+  // ioeventfd queue notifications, and adds it to the kernel command line.
+  absl::Status AddVirtioDevice(std::unique_ptr<virtio::VirtioDevice> device, std::string name);
   void RunVcpu(size_t index);
   bool HandleExit(KvmVcpu& vcpu);  // false ends this vCPU's loop
   void HandleIo(kvm_run* run);
@@ -125,6 +137,8 @@ class Machine {
   std::shared_ptr<DebugPort> debug_port_;
   std::unique_ptr<x86::PvmCompat> compat_;
   std::unique_ptr<EventLoop> event_loop_;    // destroyed first: its callbacks use the devices
+  size_t virtio_devices_ = 0;                // virtio-mmio windows used
+  vsock::VsockDevice* vsock_ = nullptr;      // owned by its transport on mmio_bus_
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -17,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -37,6 +38,10 @@ ABSL_FLAG(uint64_t, mem_mib, 128, "Guest memory in MiB");
 ABSL_FLAG(std::string, console, "stdio", "Guest serial console: stdio, or file:PATH");
 ABSL_FLAG(bool, boot_timing, false, "Print the boot timeline and VM exit counts to stderr at exit");
 ABSL_FLAG(bool, hugepages, false, "Back guest memory with hugetlbfs pages");
+ABSL_FLAG(std::string, vsock, "",
+          "CID,UDS_PATH: a virtio-vsock device for guest CID (>= 3); the host side listens on "
+          "UDS_PATH (\"CONNECT <port>\\n\" reaches a guest port) and the guest's connections to "
+          "host port P go to UDS_PATH_P (Firecracker hybrid vsock)");
 
 namespace vessel {
 namespace {
@@ -162,11 +167,32 @@ absl::StatusOr<std::vector<block::BlockConfig>> TakeDiskFlags(std::vector<std::s
   return disks;
 }
 
+// --vsock CID,UDS_PATH (the path is everything after the first comma).
+absl::StatusOr<vsock::VsockConfig> ParseVsock(absl::string_view spec) {
+  const size_t comma = spec.find(',');
+  if (comma == absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--vsock ", spec, ": expected CID,UDS_PATH (e.g. --vsock 3,/run/vessel/vm.sock)"));
+  }
+  const absl::string_view cid = spec.substr(0, comma);
+  vsock::VsockConfig config;
+  if (!absl::SimpleAtoi(cid, &config.guest_cid)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--vsock ", spec, ": CID '", cid, "' is not a number: use ", vsock::kMinGuestCid, "..",
+        vsock::kCidAny - 1));
+  }
+  config.uds_path = std::string(spec.substr(comma + 1));
+  absl::Status valid = vsock::ValidateVsockConfig(config);
+  if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat("--vsock: ", valid.message()));
+  return config;
+}
+
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "boots a Linux guest on KVM inside this process.\n"
       "  vessel-vmm [--kernel=vmlinux --initrd=initramfs.cpio] [--vcpus=N] [--mem-mib=M] "
-      "[--append='...'] [--console=stdio|file:PATH] [--boot-timing] [--disk PATH[,ro][,direct][,serial=ID]]...\n"
+      "[--append='...'] [--console=stdio|file:PATH] [--boot-timing] [--disk PATH[,ro][,direct][,serial=ID]]... "
+      "[--vsock CID,UDS_PATH]\n"
       "Exit status: 0 guest powered off, 1 setup error, 2 guest crashed, 3 guest rebooted, "
       "4 stopped by a signal.");
   std::vector<std::string> args = DashFlagsToUnderscores(argc, argv);
@@ -196,6 +222,14 @@ int Main(int argc, char** argv) {
   config.mem_mib = absl::GetFlag(FLAGS_mem_mib);
   config.hugepages = absl::GetFlag(FLAGS_hugepages);
   config.disks = std::move(*disks);
+  if (const std::string spec = absl::GetFlag(FLAGS_vsock); !spec.empty()) {
+    absl::StatusOr<vsock::VsockConfig> vsock_config = ParseVsock(spec);
+    if (!vsock_config.ok()) {
+      LogError(vsock_config.status().message());
+      return kExitSetupError;
+    }
+    config.vsock = std::move(*vsock_config);
+  }
 
   const std::string console = absl::GetFlag(FLAGS_console);
   ScopedFd console_file;
