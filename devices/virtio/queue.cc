@@ -139,6 +139,36 @@ absl::Status Queue::AddUsed(GuestMemory& memory, uint16_t head, uint32_t len) {
   return absl::OkStatus();
 }
 
+absl::Status Queue::AddUsedBatch(GuestMemory& memory, absl::Span<const UsedElement> elements) {
+  if (!ready_) return absl::FailedPreconditionError("virtqueue is not ready");
+  if (elements.size() > size_) {
+    return absl::InvalidArgumentError(absl::StrCat("virtqueue: ", elements.size(),
+                                                   " used elements at once, more than the queue size ",
+                                                   size_));
+  }
+  for (const UsedElement& e : elements) {
+    if (e.head >= size_) {
+      return absl::InvalidArgumentError(absl::StrCat("virtqueue: used head index ", e.head,
+                                                     " out of range (queue size ", size_, ")"));
+    }
+  }
+  uint16_t idx = next_used_;
+  for (const UsedElement& e : elements) {
+    vring_used_elem elem{};
+    elem.id = e.head;
+    elem.len = e.len;
+    const uint64_t entry =
+        used_ring_ + kUsedRing + sizeof(vring_used_elem) * static_cast<uint64_t>(idx % size_);
+    VESSEL_RETURN_IF_ERROR(memory.WriteObj(entry, elem));
+    ++idx;
+  }
+  // Release: every element (and the buffer contents) is visible before the new idx.
+  std::atomic_thread_fence(std::memory_order_release);
+  VESSEL_RETURN_IF_ERROR(memory.WriteObj<uint16_t>(used_ring_ + kUsedIdx, idx));
+  next_used_ = idx;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<bool> Queue::NeedsNotification(const GuestMemory& memory) {
   // Full fence: the used idx store must be visible before the driver's event index / flags are
   // read, or an interrupt the driver waits for could be skipped.

@@ -20,10 +20,17 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "devices/virtio/descriptor_chain.h"
 #include "vmm/memory/guest_memory.h"
 
 namespace vessel::virtio {
+
+// One used-ring entry: a chain's head index and the bytes the device wrote into it.
+struct UsedElement {
+  uint16_t head = 0;
+  uint32_t len = 0;
+};
 
 class Queue {
  public:
@@ -70,6 +77,11 @@ class Queue {
   // Returns chain `head` to the driver with `len` bytes written: writes the used element, then
   // (release) the used idx.
   absl::Status AddUsed(GuestMemory& memory, uint16_t head, uint32_t len);
+  // Returns several chains at once, in order: writes every used element, then (release) the used
+  // idx once, so the driver sees all of them or none (a virtio-net packet spread over mergeable rx
+  // buffers, whose first buffer says how many follow). At most size() elements; every head is
+  // checked before anything is written.
+  absl::Status AddUsedBatch(GuestMemory& memory, absl::Span<const UsedElement> elements);
 
   // Whether the driver wants an interrupt for the used entries added since the last call. With
   // event_idx: vring_need_event(used_event, used idx, used idx at the last call); otherwise: the

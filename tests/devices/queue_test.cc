@@ -353,5 +353,29 @@ TEST(QueueTest, ResetClearsState) {
   EXPECT_EQ(d.queue().Pop(d.mem()).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(QueueTest, AddUsedBatchPublishesAllElementsWithOneIdxStore) {
+  FakeDriver d(4);
+  d.queue().AddUsed(d.mem(), 0, 1).IgnoreError();
+  d.queue().AddUsed(d.mem(), 1, 1).IgnoreError();
+  d.queue().AddUsed(d.mem(), 2, 1).IgnoreError();  // used idx 3: the batch wraps the ring
+  const UsedElement batch[] = {{3, 100}, {1, 200}, {2, 0}};
+  ASSERT_TRUE(d.queue().AddUsedBatch(d.mem(), batch).ok());
+  EXPECT_EQ(d.UsedIdx(), 6);
+  EXPECT_EQ(d.queue().next_used(), 6);
+  EXPECT_EQ(d.UsedElem(3).id, 3u);
+  EXPECT_EQ(d.UsedElem(3).len, 100u);
+  EXPECT_EQ(d.UsedElem(0).id, 1u);
+  EXPECT_EQ(d.UsedElem(0).len, 200u);
+  EXPECT_EQ(d.UsedElem(1).id, 2u);
+
+  // A bad head anywhere in the batch: nothing is written.
+  const UsedElement bad[] = {{0, 1}, {4, 1}};
+  EXPECT_THAT(Msg(d.queue().AddUsedBatch(d.mem(), bad)), HasSubstr("out of range"));
+  const UsedElement too_many[] = {{0, 1}, {1, 1}, {2, 1}, {3, 1}, {0, 1}};
+  EXPECT_FALSE(d.queue().AddUsedBatch(d.mem(), too_many).ok());
+  EXPECT_EQ(d.UsedIdx(), 6);
+  EXPECT_EQ(d.UsedElem(2).id, 2u);  // untouched since the first AddUsed calls
+}
+
 }  // namespace
 }  // namespace vessel::virtio
