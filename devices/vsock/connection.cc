@@ -261,8 +261,11 @@ VsockConnection::Next VsockConnection::OnHostEvents(uint32_t events, Clock::time
     if (!to_host_.empty()) {
       return Fail(Next::kCloseWithRst, "host socket closed with guest data undelivered");
     }
-    // If EOF was already seen and reported as SEND only, tell the guest about RCV too.
-    if (host_eof_ && !(sent_shutdown_ & VIRTIO_VSOCK_SHUTDOWN_RCV)) pending_ |= kShutdown;
+    // Tell the guest the host side is gone (SEND|RCV) if reading will not find the EOF first:
+    // EOF already reported as SEND only, or the guest stopped receiving so we read no more.
+    if ((host_eof_ || peer_shut_rcv_) && !(sent_shutdown_ & VIRTIO_VSOCK_SHUTDOWN_RCV)) {
+      pending_ |= kShutdown;
+    }
   }
   if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) host_readable_ = true;
   if ((events & EPOLLOUT) && !to_host_.empty()) {

@@ -567,6 +567,26 @@ TEST_F(VsockDeviceTest, HostHalfCloseKeepsTheOtherDirection) {
   EXPECT_EQ(uint32_t{shut->hdr.flags}, uint32_t{VIRTIO_VSOCK_SHUTDOWN_SEND});
   guest_->Send(Hdr(VIRTIO_VSOCK_OP_RW, 5000, kHostPort, 5), std::string("reply"));
   EXPECT_EQ(ReadN(host.get(), 5), "reply");
+  // Now the host closes for good: the guest learns that it will not receive either.
+  host.reset();
+  shut = guest_->WaitOp(VIRTIO_VSOCK_OP_SHUTDOWN, 5000, kHostPort);
+  ASSERT_TRUE(shut.has_value());
+  EXPECT_EQ(uint32_t{shut->hdr.flags}, uint32_t{VIRTIO_VSOCK_SHUTDOWN_RCV | VIRTIO_VSOCK_SHUTDOWN_SEND});
+}
+
+TEST_F(VsockDeviceTest, HostCloseAfterGuestStoppedReceivingIsReported) {
+  Start();
+  ScopedFd listener = UnixListen(HostPath(kHostPort));
+  ScopedFd host = GuestConnect(listener.get(), 5000, kHostPort);
+  guest_->Send(Hdr(VIRTIO_VSOCK_OP_SHUTDOWN, 5000, kHostPort, 0, 256 * 1024, 0,
+                   VIRTIO_VSOCK_SHUTDOWN_RCV));
+  ASSERT_TRUE(guest_->WaitTxDrained());
+  WriteAll(host.get(), "unwanted");  // never read: the guest said it receives no more
+  host.reset();
+  std::optional<RxPacket> shut = guest_->WaitOp(VIRTIO_VSOCK_OP_SHUTDOWN, 5000, kHostPort);
+  ASSERT_TRUE(shut.has_value());
+  EXPECT_EQ(uint32_t{shut->hdr.flags}, uint32_t{VIRTIO_VSOCK_SHUTDOWN_RCV | VIRTIO_VSOCK_SHUTDOWN_SEND});
+  EXPECT_EQ(guest_->TakeData(5000, kHostPort), "");
 }
 
 TEST_F(VsockDeviceTest, GuestHalfCloseKeepsTheOtherDirection) {
