@@ -39,8 +39,9 @@ struct VsockConfig {
   uint32_t buf_alloc = 256 * 1024;
   // A host client must send its whole CONNECT line within this.
   std::chrono::milliseconds connect_line_timeout{2000};
-  // The guest must answer our connection request (RESPONSE or RST) within this.
-  std::chrono::milliseconds request_timeout{5000};
+  // The guest must answer our connection request (RESPONSE or RST) within this. Generous: a guest
+  // kernel under software-emulated KVM (kvm_pvm) can take seconds to answer while busy.
+  std::chrono::milliseconds request_timeout{20000};
   // After both directions are shut down (or while flushing before a close), the guest has this
   // long to send its RST / the host socket to drain, before we reset the connection.
   std::chrono::milliseconds shutdown_timeout{2000};
