@@ -226,12 +226,14 @@ absl::Status Machine::SetUpDevices() {
   VESSEL_RETURN_IF_ERROR(io_bus_.Insert(std::make_shared<CmosRtc>(), CmosRtc::kPort, 2, "CMOS RTC"));
 
   // virtio-mmio devices: one 4 KiB window each from kVirtioMmioBase, IOAPIC pins from 5 up; the
-  // disks first (/dev/vda, ...), then vsock.
-  const size_t virtio_count = config_.disks.size() + (config_.vsock.has_value() ? 1 : 0);
+  // disks first (/dev/vda, ...), then vsock, then the network devices (eth0, ...).
+  const size_t virtio_count =
+      config_.disks.size() + (config_.vsock.has_value() ? 1 : 0) + config_.nets.size();
   if (virtio_count > kMaxVirtioDevices) {
     return absl::InvalidArgumentError(absl::StrCat(
-        config_.disks.size(), " disks", config_.vsock.has_value() ? " and a vsock device" : "",
-        " given; at most ", kMaxVirtioDevices, " virtio devices fit"));
+        config_.disks.size(), " disks, ", config_.vsock.has_value() ? 1 : 0, " vsock and ",
+        config_.nets.size(), " network devices given; at most ", kMaxVirtioDevices,
+        " virtio devices fit"));
   }
   if (virtio_count > 0) event_loop_ = std::make_unique<EventLoop>();
   for (const block::BlockConfig& disk_config : config_.disks) {
@@ -247,6 +249,15 @@ absl::Status Machine::SetUpDevices() {
     vsock_ = dev->get();
     VESSEL_RETURN_IF_ERROR(AddVirtioDevice(
         std::move(*dev), absl::StrCat("virtio-vsock cid ", config_.vsock->guest_cid)));
+  }
+  for (const net::NetConfig& net_config : config_.nets) {
+    absl::StatusOr<std::unique_ptr<net::NetDevice>> dev = net::NetDevice::Create(net_config);
+    if (!dev.ok()) {
+      return absl::Status(dev.status().code(), absl::StrCat("--net ", net_config.tap_name, ": ",
+                                                            dev.status().message()));
+    }
+    nets_.push_back(dev->get());
+    VESSEL_RETURN_IF_ERROR(AddVirtioDevice(std::move(*dev), absl::StrCat("virtio-net ", net_config.tap_name)));
   }
   return absl::OkStatus();
 }

@@ -26,6 +26,8 @@
 #include "arch/x86_64/compat/pvm_compat.h"
 #include "devices/block/block_device.h"
 #include "devices/virtio/virtio_device.h"
+#include "devices/net/net_config.h"
+#include "devices/net/net_device.h"
 #include "devices/vsock/vsock_config.h"
 #include "devices/vsock/vsock_device.h"
 #include "vmm/base/log.h"
@@ -56,6 +58,8 @@ struct MachineConfig {
   // virtio-vsock (after the disks on the MMIO bus): guest CID >= 3 and the host's Unix socket
   // path (Firecracker hybrid vsock; see devices/vsock/README.md).
   std::optional<vsock::VsockConfig> vsock;
+  // virtio-net devices over taps (after vsock on the MMIO bus): the first is the guest's eth0.
+  std::vector<net::NetConfig> nets;
 };
 
 enum class ExitReason { kPoweroff, kReboot, kCrash, kHostStop };
@@ -100,6 +104,8 @@ class Machine {
   // The virtio-vsock device (ConnectToGuest, counters), or nullptr without config.vsock. Lives as
   // long as the Machine.
   vsock::VsockDevice* vsock() const { return vsock_; }
+  // The virtio-net devices (counters), in config.nets order. Live as long as the Machine.
+  const std::vector<net::NetDevice*>& nets() const { return nets_; }
 
  private:
   Machine() = default;
@@ -139,6 +145,7 @@ class Machine {
   std::unique_ptr<EventLoop> event_loop_;    // destroyed first: its callbacks use the devices
   size_t virtio_devices_ = 0;                // virtio-mmio windows used
   vsock::VsockDevice* vsock_ = nullptr;      // owned by its transport on mmio_bus_
+  std::vector<net::NetDevice*> nets_;        // owned by their transports on mmio_bus_
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -146,24 +146,33 @@ absl::StatusOr<block::BlockConfig> ParseDisk(absl::string_view spec) {
   return disk;
 }
 
-absl::StatusOr<std::vector<block::BlockConfig>> TakeDiskFlags(std::vector<std::string>& args) {
-  std::vector<block::BlockConfig> disks;
+// Takes every `--NAME SPEC` / `--NAME=SPEC` out of `args` (repeatable flags whose values contain
+// commas, which absl's list flags would split) and returns the specs in order.
+std::vector<std::string> TakeRepeatedFlag(std::vector<std::string>& args, absl::string_view name) {
+  const std::string bare = absl::StrCat("--", name);
+  const std::string with_value = bare + "=";
+  std::vector<std::string> specs;
   std::vector<std::string> rest;
   for (size_t i = 0; i < args.size(); ++i) {
-    std::string spec;
-    if (absl::StartsWith(args[i], "--disk=")) {
-      spec = args[i].substr(7);
-    } else if (args[i] == "--disk" && i + 1 < args.size()) {
-      spec = args[++i];
+    if (absl::StartsWith(args[i], with_value)) {
+      specs.push_back(args[i].substr(with_value.size()));
+    } else if (args[i] == bare && i + 1 < args.size()) {
+      specs.push_back(args[++i]);
     } else {
       rest.push_back(args[i]);
-      continue;
     }
+  }
+  args = std::move(rest);
+  return specs;
+}
+
+absl::StatusOr<std::vector<block::BlockConfig>> TakeDiskFlags(std::vector<std::string>& args) {
+  std::vector<block::BlockConfig> disks;
+  for (const std::string& spec : TakeRepeatedFlag(args, "disk")) {
     absl::StatusOr<block::BlockConfig> disk = ParseDisk(spec);
     if (!disk.ok()) return disk.status();
     disks.push_back(std::move(*disk));
   }
-  args = std::move(rest);
   return disks;
 }
 
@@ -187,12 +196,42 @@ absl::StatusOr<vsock::VsockConfig> ParseVsock(absl::string_view spec) {
   return config;
 }
 
+// --net TAP_NAME[,mac=MAC][,netns=PATH] (the netns path is everything after "netns=").
+absl::StatusOr<net::NetConfig> ParseNet(absl::string_view spec) {
+  net::NetConfig config;
+  absl::string_view rest = spec;
+  size_t comma = rest.find(',');
+  config.tap_name = std::string(rest.substr(0, comma));
+  rest = comma == absl::string_view::npos ? absl::string_view() : rest.substr(comma + 1);
+  while (!rest.empty()) {
+    if (absl::StartsWith(rest, "netns=")) {
+      config.netns_path = std::string(rest.substr(6));
+      break;
+    }
+    comma = rest.find(',');
+    absl::string_view option = rest.substr(0, comma);
+    rest = comma == absl::string_view::npos ? absl::string_view() : rest.substr(comma + 1);
+    if (absl::StartsWith(option, "mac=")) {
+      absl::StatusOr<net::MacAddress> mac = net::ParseMac(option.substr(4));
+      if (!mac.ok()) return absl::InvalidArgumentError(absl::StrCat("--net ", spec, ": ", mac.status().message()));
+      config.mac = *mac;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--net ", spec, ": unknown option '", option,
+          "'; expected TAP_NAME[,mac=52:54:00:12:34:56][,netns=/var/run/netns/NAME]"));
+    }
+  }
+  absl::Status valid = net::ValidateNetConfig(config);
+  if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat("--net ", spec, ": ", valid.message()));
+  return config;
+}
+
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "boots a Linux guest on KVM inside this process.\n"
       "  vessel-vmm [--kernel=vmlinux --initrd=initramfs.cpio] [--vcpus=N] [--mem-mib=M] "
       "[--append='...'] [--console=stdio|file:PATH] [--boot-timing] [--disk PATH[,ro][,direct][,serial=ID]]... "
-      "[--vsock CID,UDS_PATH]\n"
+      "[--vsock CID,UDS_PATH] [--net TAP_NAME[,mac=MAC][,netns=PATH]]...\n"
       "Exit status: 0 guest powered off, 1 setup error, 2 guest crashed, 3 guest rebooted, "
       "4 stopped by a signal.");
   std::vector<std::string> args = DashFlagsToUnderscores(argc, argv);
@@ -201,6 +240,8 @@ int Main(int argc, char** argv) {
     LogError(disks.status().message());
     return kExitSetupError;
   }
+  // --net TAP_NAME[,mac=MAC][,netns=PATH], repeatable: the first is the guest's eth0.
+  std::vector<std::string> net_specs = TakeRepeatedFlag(args, "net");
   std::vector<char*> arg_ptrs;
   for (std::string& a : args) arg_ptrs.push_back(a.data());
   absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
@@ -229,6 +270,14 @@ int Main(int argc, char** argv) {
       return kExitSetupError;
     }
     config.vsock = std::move(*vsock_config);
+  }
+  for (const std::string& spec : net_specs) {
+    absl::StatusOr<net::NetConfig> net_config = ParseNet(spec);
+    if (!net_config.ok()) {
+      LogError(net_config.status().message());
+      return kExitSetupError;
+    }
+    config.nets.push_back(std::move(*net_config));
   }
 
   const std::string console = absl::GetFlag(FLAGS_console);
