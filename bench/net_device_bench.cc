@@ -101,7 +101,8 @@ class Harness {
   }
   // Rx chains at heads 0..count-1, one 1526-byte buffer each.
   void WriteRxChains(int count) {
-    for (int i = 0; i < count; ++i) rx_->WriteChain(static_cast<uint16_t>(i), {{kMergeableBuf, true}});
+    for (int i = 0; i < count; ++i)
+      rx_->WriteChain(static_cast<uint16_t>(i), {{kMergeableBuf, true}});
   }
   void PublishRx(int count) {
     for (int i = 0; i < count; ++i) rx_->Publish(static_cast<uint16_t>(i));
@@ -169,7 +170,8 @@ void BM_NetTxTso(benchmark::State& state) {
   if (!h.TapReady(state)) return;
   NetTx tx(&*tap, &h.stats_, &h.log_, "bench");
   const testing::Ipv4Addr src = {{10, 0, 0, 2}}, dst = {{10, 0, 0, 1}};
-  const std::vector<uint8_t> tcp = testing::TcpPartial(src, dst, 4000, 5000, 1, testing::Pattern(65000, 3));
+  const std::vector<uint8_t> tcp =
+      testing::TcpPartial(src, dst, 4000, 5000, 1, testing::Pattern(65000, 3));
   const std::vector<uint8_t> frame = testing::Ipv4Frame(kPeerMac, kGuestMac, src, dst, 6, tcp);
   virtio_net_hdr_v1 hdr{};
   hdr.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
@@ -229,10 +231,13 @@ void BM_NetDeviceTx(benchmark::State& state) {
   constexpr int kFrames = 64;
   Harness h;
   if (!h.Init(state)) return;
-  absl::StatusOr<std::unique_ptr<NetDevice>> dev = NetDevice::Create({kTap, kGuestMac, h.ns_->path()});
+  absl::StatusOr<std::unique_ptr<NetDevice>> dev =
+      NetDevice::Create({kTap, kGuestMac, h.ns_->path()});
   if (!dev.ok()) return (void)Harness::Skip(state, dev.status());
   if (!h.TapReady(state)) return;
-  if (absl::Status s = (*dev)->Activate({h.memory_.get(), {&h.rx_->queue(), &h.tx_->queue()}, kFeatures, &h.irq_}); !s.ok()) {
+  if (absl::Status s = (*dev)->Activate(
+          {h.memory_.get(), {&h.rx_->queue(), &h.tx_->queue()}, kFeatures, &h.irq_});
+      !s.ok()) {
     return (void)Harness::Skip(state, s);
   }
   const std::vector<uint8_t> frame = Frame(1514);
@@ -256,10 +261,13 @@ void BM_NetDeviceRx(benchmark::State& state) {
   constexpr int kFrames = 64;
   Harness h;
   if (!h.Init(state)) return;
-  absl::StatusOr<std::unique_ptr<NetDevice>> dev = NetDevice::Create({kTap, kGuestMac, h.ns_->path()});
+  absl::StatusOr<std::unique_ptr<NetDevice>> dev =
+      NetDevice::Create({kTap, kGuestMac, h.ns_->path()});
   if (!dev.ok()) return (void)Harness::Skip(state, dev.status());
   if (!h.TapReady(state)) return;
-  if (absl::Status s = (*dev)->Activate({h.memory_.get(), {&h.rx_->queue(), &h.tx_->queue()}, kFeatures, &h.irq_}); !s.ok()) {
+  if (absl::Status s = (*dev)->Activate(
+          {h.memory_.get(), {&h.rx_->queue(), &h.tx_->queue()}, kFeatures, &h.irq_});
+      !s.ok()) {
     return (void)Harness::Skip(state, s);
   }
   const std::vector<uint8_t> frame = Frame(1514);
@@ -281,7 +289,8 @@ void BM_NetDeviceRx(benchmark::State& state) {
     delivered += kFrames;
     if (!WaitFor([&] { return (*dev)->counters().rx_packets >= delivered; })) {
       const NetCounters c = (*dev)->counters();
-      std::fprintf(stderr, "rx stalled: %" PRIu64 " frames sent, %" PRIu64 " delivered, %" PRIu64
+      std::fprintf(stderr,
+                   "rx stalled: %" PRIu64 " frames sent, %" PRIu64 " delivered, %" PRIu64
                    " dropped too big; avail idx %u, device next avail %u, used idx %u\n",
                    delivered, c.rx_packets, c.rx_dropped_too_big, h.rx_->avail_idx(),
                    h.rx_->queue().next_avail(), h.rx_->UsedIdx());

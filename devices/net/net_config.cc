@@ -65,20 +65,22 @@ absl::Status ValidateNetConfig(const NetConfig& config) {
         "virtio-net: no tap name: give the host tap interface to attach, e.g. tap0");
   }
   if (name.size() >= IFNAMSIZ) {
-    return absl::InvalidArgumentError(absl::StrCat("virtio-net: tap name '", name, "' is ",
-                                                   name.size(), " bytes; interface names have at most ",
-                                                   IFNAMSIZ - 1));
+    return absl::InvalidArgumentError(
+        absl::StrCat("virtio-net: tap name '", name, "' is ", name.size(),
+                     " bytes; interface names have at most ", IFNAMSIZ - 1));
   }
   for (char c : name) {
     if (c == '/' || c == ':' || absl::ascii_isspace(static_cast<unsigned char>(c)) ||
         !absl::ascii_isprint(static_cast<unsigned char>(c))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "virtio-net: tap name '", name, "' has a character interface names cannot have ('/', ':', "
-          "whitespace or a control character)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("virtio-net: tap name '", name,
+                       "' has a character interface names cannot have ('/', ':', "
+                       "whitespace or a control character)"));
     }
   }
   if (name == "." || name == "..") {
-    return absl::InvalidArgumentError(absl::StrCat("virtio-net: '", name, "' is not a valid interface name"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("virtio-net: '", name, "' is not a valid interface name"));
   }
   if (config.mac.has_value()) {
     const MacAddress& mac = *config.mac;
@@ -89,7 +91,8 @@ absl::Status ValidateNetConfig(const NetConfig& config) {
           "52:54:00:12:34:56"));
     }
     if (mac == MacAddress{}) {
-      return absl::InvalidArgumentError("virtio-net: MAC 00:00:00:00:00:00 is not a usable address");
+      return absl::InvalidArgumentError(
+          "virtio-net: MAC 00:00:00:00:00:00 is not a usable address");
     }
   }
   return absl::OkStatus();

@@ -77,11 +77,10 @@ NetDevice::~NetDevice() {
 uint32_t NetDevice::device_type() const { return VIRTIO_ID_NET; }
 
 uint64_t NetDevice::device_features() const {
-  return Bit(VIRTIO_F_VERSION_1) | Bit(VIRTIO_RING_F_INDIRECT_DESC) |
-         Bit(VIRTIO_RING_F_EVENT_IDX) | Bit(VIRTIO_NET_F_MAC) | Bit(VIRTIO_NET_F_STATUS) |
-         Bit(VIRTIO_NET_F_MRG_RXBUF) | Bit(VIRTIO_NET_F_CSUM) | Bit(VIRTIO_NET_F_GUEST_CSUM) |
-         Bit(VIRTIO_NET_F_GUEST_TSO4) | Bit(VIRTIO_NET_F_GUEST_TSO6) |
-         Bit(VIRTIO_NET_F_HOST_TSO4) | Bit(VIRTIO_NET_F_HOST_TSO6);
+  return Bit(VIRTIO_F_VERSION_1) | Bit(VIRTIO_RING_F_INDIRECT_DESC) | Bit(VIRTIO_RING_F_EVENT_IDX) |
+         Bit(VIRTIO_NET_F_MAC) | Bit(VIRTIO_NET_F_STATUS) | Bit(VIRTIO_NET_F_MRG_RXBUF) |
+         Bit(VIRTIO_NET_F_CSUM) | Bit(VIRTIO_NET_F_GUEST_CSUM) | Bit(VIRTIO_NET_F_GUEST_TSO4) |
+         Bit(VIRTIO_NET_F_GUEST_TSO6) | Bit(VIRTIO_NET_F_HOST_TSO4) | Bit(VIRTIO_NET_F_HOST_TSO6);
 }
 
 void NetDevice::ReadConfig(uint64_t offset, absl::Span<uint8_t> data) {

@@ -31,13 +31,14 @@ absl::Status RunInNetns(const std::string& netns_path, absl::FunctionRef<absl::S
     if (::setns(ns.get(), CLONE_NEWNET) != 0) {
       const int err = errno;
       if (err == EINVAL) {
-        status = absl::InvalidArgumentError(absl::StrCat(
-            netns_path, " is not a network namespace: expected /var/run/netns/NAME or "
-                        "/proc/PID/ns/net"));
+        status = absl::InvalidArgumentError(
+            absl::StrCat(netns_path,
+                         " is not a network namespace: expected /var/run/netns/NAME or "
+                         "/proc/PID/ns/net"));
       } else if (err == EPERM) {
-        status = absl::PermissionDeniedError(absl::StrCat(
-            "joining network namespace ", netns_path,
-            " needs CAP_SYS_ADMIN: run the VMM as root or with that capability"));
+        status = absl::PermissionDeniedError(
+            absl::StrCat("joining network namespace ", netns_path,
+                         " needs CAP_SYS_ADMIN: run the VMM as root or with that capability"));
       } else {
         status = ErrnoStatus(absl::StrCat("setns(", netns_path, ", CLONE_NEWNET)"), err);
       }

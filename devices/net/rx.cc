@@ -36,14 +36,14 @@ bool NetRx::ReadFrame(uint64_t acked_features) {
     }
     if (*n == 0) return false;
     if (*n > frame_.size()) {
-      DropFrame(stats_->rx_dropped_too_big,
-                absl::StrCat(*n, " bytes from the tap, more than the ", frame_.size(),
-                             "-byte frame buffer"));
+      DropFrame(stats_->rx_dropped_too_big, absl::StrCat(*n, " bytes from the tap, more than the ",
+                                                         frame_.size(), "-byte frame buffer"));
       continue;
     }
     if (*n < kMinFrameBytes) {
       NetStats::Add(stats_->rx_tap_errors);
-      if (log_->Allow()) LogWarning(name_, ": ", *n, "-byte read from the tap is shorter than a frame");
+      if (log_->Allow())
+        LogWarning(name_, ": ", *n, "-byte read from the tap is shorter than a frame");
       continue;
     }
     virtio_net_hdr_v1 hdr;
@@ -58,8 +58,8 @@ bool NetRx::ReadFrame(uint64_t acked_features) {
   }
 }
 
-NetRx::PassResult NetRx::Process(GuestMemory& memory, virtio::Queue& queue,
-                                 uint64_t acked_features, int budget) {
+NetRx::PassResult NetRx::Process(GuestMemory& memory, virtio::Queue& queue, uint64_t acked_features,
+                                 int budget) {
   PassResult result;
   const bool mergeable = (acked_features >> VIRTIO_NET_F_MRG_RXBUF) & 1;
   while (budget > 0) {
@@ -115,12 +115,13 @@ NetRx::Placement NetRx::Place(GuestMemory& memory, virtio::Queue& queue, bool me
     if (held_.size() >= max_chains) {
       // The chains stay held for the next frame.
       DropFrame(stats_->rx_dropped_too_big,
-                mergeable ? absl::StrCat(len, "-byte frame (with vnet header) exceeds all ",
-                                         held_.size(), " rx buffers the queue can hold (",
-                                         held_capacity_, " bytes)")
-                          : absl::StrCat(len, "-byte frame (with vnet header) does not fit the ",
-                                         held_capacity_, "-byte rx buffer and mergeable rx buffers "
-                                         "were not negotiated"));
+                mergeable
+                    ? absl::StrCat(len, "-byte frame (with vnet header) exceeds all ", held_.size(),
+                                   " rx buffers the queue can hold (", held_capacity_, " bytes)")
+                    : absl::StrCat(len, "-byte frame (with vnet header) does not fit the ",
+                                   held_capacity_,
+                                   "-byte rx buffer and mergeable rx buffers "
+                                   "were not negotiated"));
       return Placement::kDropped;
     }
     absl::StatusOr<std::optional<virtio::DescriptorChain>> chain = queue.Pop(memory);
@@ -146,8 +147,8 @@ NetRx::Placement NetRx::Place(GuestMemory& memory, virtio::Queue& queue, bool me
     }
     if (bad.ok() && held.capacity < kVnetHdrSize) {
       bad = absl::InvalidArgumentError(absl::StrCat("chain ", held.head, " has ", held.capacity,
-                                                    " writable bytes, less than the ",
-                                                    kVnetHdrSize, "-byte vnet header"));
+                                                    " writable bytes, less than the ", kVnetHdrSize,
+                                                    "-byte vnet header"));
     }
     if (!bad.ok()) {
       // Unusable: give it back empty at once (before the frame's own chains; the driver drops it).

@@ -3,7 +3,8 @@
 // A frame (vnet header first) is read from the tap into the device's own buffer, then placed into
 // guest rx chains. With VIRTIO_NET_F_MRG_RXBUF it may span several chains: as many are popped as
 // the frame needs, the first one's header gets num_buffers, and all of them are published with one
-// used-idx store (the driver sees the whole frame or nothing). Without it a frame must fit one chain.
+// used-idx store (the driver sees the whole frame or nothing). Without it a frame must fit one
+// chain.
 //
 // Backpressure: when the guest has too few buffers right now, the frame stays pending (with the
 // chains already popped for it) and the tap is not read any further until the driver notifies the
@@ -45,7 +46,8 @@ class NetRx {
   };
   // Moves frames from the tap into the guest until the tap is empty, the guest runs out of
   // buffers (blocked), or `budget` frames were handled.
-  PassResult Process(GuestMemory& memory, virtio::Queue& queue, uint64_t acked_features, int budget);
+  PassResult Process(GuestMemory& memory, virtio::Queue& queue, uint64_t acked_features,
+                     int budget);
 
   // Forgets the pending frame and the chains held for it (device reset: the queue is gone).
   void Reset();
@@ -72,7 +74,7 @@ class NetRx {
   RateLimiter* log_;
   std::string name_;
   std::vector<uint8_t> frame_;
-  size_t frame_len_ = 0;  // 0: no frame pending
+  size_t frame_len_ = 0;        // 0: no frame pending
   std::deque<HeldChain> held_;  // popped, not used yet, in pop order
   uint64_t held_capacity_ = 0;
   std::vector<virtio::UsedElement> used_;

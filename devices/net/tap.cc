@@ -31,14 +31,15 @@ absl::StatusOr<Tap> Tap::OpenHere(const std::string& name, const std::string& ne
   if (!fd.valid()) {
     const int err = errno;
     if (err == ENOENT || err == ENODEV || err == ENXIO) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          tap, ": ", kTunPath, " is missing (", std::strerror(err),
-          "): load the tun module (modprobe tun) or create the node (mknod /dev/net/tun c 10 200)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(tap, ": ", kTunPath, " is missing (", std::strerror(err),
+                       "): load the tun module (modprobe tun) or create the node (mknod "
+                       "/dev/net/tun c 10 200)"));
     }
     if (err == EACCES || err == EPERM) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          tap, ": cannot open ", kTunPath, " (", std::strerror(err),
-          "): run the VMM as root or give it access to the device"));
+      return absl::PermissionDeniedError(
+          absl::StrCat(tap, ": cannot open ", kTunPath, " (", std::strerror(err),
+                       "): run the VMM as root or give it access to the device"));
     }
     return ErrnoStatus(absl::StrCat(tap, ": open ", kTunPath), err);
   }
@@ -60,17 +61,17 @@ absl::StatusOr<Tap> Tap::OpenHere(const std::string& name, const std::string& ne
       case EACCES:
         return absl::PermissionDeniedError(absl::StrCat(
             tap, ": TUNSETIFF refused (", std::strerror(err),
-            "): creating or attaching a tap needs CAP_NET_ADMIN, or a persistent tap owned by this "
-            "user (ip tuntap add ", name, " mode tap vnet_hdr user USER)"));
+            "): creating or attaching a tap needs CAP_NET_ADMIN, or a persistent tap owned by "
+            "this user (ip tuntap add ", name, " mode tap vnet_hdr user USER)"));
       case EBUSY:
         return absl::FailedPreconditionError(absl::StrCat(
-            tap, " is busy: another process (or another device) has it open; give each VM its own "
-                 "tap"));
+            tap, " is busy: another process (or device) has it open; give each VM its own tap"));
       case EINVAL:
         return absl::InvalidArgumentError(absl::StrCat(
-            tap, ": TUNSETIFF refused (", std::strerror(err), "): an interface with that name "
-            "exists and is not a single-queue tap (a tun, multi_queue tap or another kind of "
-            "link); pick another name or recreate it with ip tuntap add ", name, " mode tap"));
+            tap, ": TUNSETIFF refused (", std::strerror(err),
+            "): an interface with that name exists and is not a single-queue tap (a tun, a "
+            "multi_queue tap or another kind of link); pick another name or recreate it with "
+            "ip tuntap add ", name, " mode tap"));
       default:
         return ErrnoStatus(absl::StrCat(tap, ": TUNSETIFF"), err);
     }
@@ -93,8 +94,8 @@ absl::StatusOr<Tap> Tap::OpenHere(const std::string& name, const std::string& ne
 
 absl::StatusOr<Tap> Tap::Open(absl::string_view name, const std::string& netns_path) {
   if (name.empty() || name.size() >= IFNAMSIZ) {
-    return absl::InvalidArgumentError(absl::StrCat("tap name '", name, "' must have 1 to ",
-                                                   IFNAMSIZ - 1, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tap name '", name, "' must have 1 to ", IFNAMSIZ - 1, " bytes"));
   }
   const std::string tap_name(name);
   absl::StatusOr<Tap> tap = absl::InternalError("tap not opened");
@@ -128,8 +129,8 @@ absl::Status Tap::Write(absl::Span<const uint8_t> frame) {
     const ssize_t n = ::write(fd_.get(), frame.data(), frame.size());
     if (n >= 0) {
       if (static_cast<size_t>(n) == frame.size()) return absl::OkStatus();
-      return absl::InternalError(absl::StrCat("tap ", name_, ": short write of ", n, " of ",
-                                              frame.size(), " bytes"));
+      return absl::InternalError(
+          absl::StrCat("tap ", name_, ": short write of ", n, " of ", frame.size(), " bytes"));
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) {

@@ -46,7 +46,8 @@ class Tap {
   absl::Status SetOffload(unsigned int tun_flags);
 
   // Reads one frame (vnet header first) into `buffer`. Returns its length, which is larger than
-  // buffer.size() when the frame did not fit (it was truncated: drop it); 0 when no frame is waiting.
+  // buffer.size() when the frame did not fit (it was truncated: drop it); 0 when no frame is
+  // waiting.
   absl::StatusOr<size_t> Read(absl::Span<uint8_t> buffer);
   // Writes one frame (vnet header first). Unavailable when the tap cannot take it right now.
   absl::Status Write(absl::Span<const uint8_t> frame);

@@ -11,8 +11,8 @@ namespace vessel::net {
 NetTx::NetTx(Tap* tap, NetStats* stats, RateLimiter* log, std::string name)
     : tap_(tap), stats_(stats), log_(log), name_(std::move(name)), buffer_(kMaxFrameBytes) {}
 
-NetTx::PassResult NetTx::Process(GuestMemory& memory, virtio::Queue& queue,
-                                 uint64_t acked_features, int budget) {
+NetTx::PassResult NetTx::Process(GuestMemory& memory, virtio::Queue& queue, uint64_t acked_features,
+                                 int budget) {
   PassResult result;
   // No kicks while we are draining the queue anyway.
   if (absl::Status s = queue.DisableNotification(memory); !s.ok()) {
@@ -88,7 +88,8 @@ void NetTx::Transmit(const GuestMemory& memory, const virtio::DescriptorChain& c
   }
   virtio::ChainReader reader(memory, descriptors_);
   if (absl::Status s = reader.Read(buffer_.data(), total); !s.ok()) {
-    Drop(stats_->tx_dropped_malformed, absl::StrCat("reading chain ", chain.head_index(), ": ", s.message()));
+    Drop(stats_->tx_dropped_malformed,
+         absl::StrCat("reading chain ", chain.head_index(), ": ", s.message()));
     return;
   }
   virtio_net_hdr_v1 hdr;

@@ -35,7 +35,8 @@ class NetTx {
   };
   // Takes up to `budget` chains off `queue` and transmits each; re-enables the driver's kicks when
   // the queue is empty.
-  PassResult Process(GuestMemory& memory, virtio::Queue& queue, uint64_t acked_features, int budget);
+  PassResult Process(GuestMemory& memory, virtio::Queue& queue, uint64_t acked_features,
+                     int budget);
   // Gathers, checks and writes one chain's frame; counts the outcome. Does not touch the ring.
   void Transmit(const GuestMemory& memory, const virtio::DescriptorChain& chain,
                 uint64_t acked_features);

@@ -17,10 +17,12 @@ absl::string_view SanitizeTxHeader(virtio_net_hdr_v1& hdr, uint64_t acked) {
     case VIRTIO_NET_HDR_GSO_NONE:
       return "";
     case VIRTIO_NET_HDR_GSO_TCPV4:
-      if (!Has(acked, VIRTIO_NET_F_HOST_TSO4)) return "TSO4 frame without VIRTIO_NET_F_HOST_TSO4 negotiated";
+      if (!Has(acked, VIRTIO_NET_F_HOST_TSO4))
+        return "TSO4 frame without VIRTIO_NET_F_HOST_TSO4 negotiated";
       break;
     case VIRTIO_NET_HDR_GSO_TCPV6:
-      if (!Has(acked, VIRTIO_NET_F_HOST_TSO6)) return "TSO6 frame without VIRTIO_NET_F_HOST_TSO6 negotiated";
+      if (!Has(acked, VIRTIO_NET_F_HOST_TSO6))
+        return "TSO6 frame without VIRTIO_NET_F_HOST_TSO6 negotiated";
       break;
     default:
       return (hdr.gso_type & VIRTIO_NET_HDR_GSO_ECN)
@@ -44,9 +46,13 @@ absl::string_view SanitizeRxHeader(virtio_net_hdr_v1& hdr, uint64_t acked) {
     case VIRTIO_NET_HDR_GSO_NONE:
       return "";
     case VIRTIO_NET_HDR_GSO_TCPV4:
-      return Has(acked, VIRTIO_NET_F_GUEST_TSO4) ? "" : "TSO4 frame for a guest without VIRTIO_NET_F_GUEST_TSO4";
+      return Has(acked, VIRTIO_NET_F_GUEST_TSO4)
+                 ? ""
+                 : "TSO4 frame for a guest without VIRTIO_NET_F_GUEST_TSO4";
     case VIRTIO_NET_HDR_GSO_TCPV6:
-      return Has(acked, VIRTIO_NET_F_GUEST_TSO6) ? "" : "TSO6 frame for a guest without VIRTIO_NET_F_GUEST_TSO6";
+      return Has(acked, VIRTIO_NET_F_GUEST_TSO6)
+                 ? ""
+                 : "TSO6 frame for a guest without VIRTIO_NET_F_GUEST_TSO6";
     default:
       return "GSO type the guest did not negotiate";
   }

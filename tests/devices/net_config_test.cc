@@ -21,10 +21,10 @@ TEST(ParseMacTest, AcceptsColonAndDashInEitherCase) {
 }
 
 TEST(ParseMacTest, RejectsEverythingElseAndQuotesTheInput) {
-  for (const char* bad : {"", "52:54:00:12:34", "52:54:00:12:34:56:78", "52:54:00:12:34:5",
-                          "52:54:00:12:34:5g", "52-54:00:12:34:56", "52.54.00.12.34.56",
-                          "5254.0012.3456", " 52:54:00:12:34:56", "52:54:00:12:34:56 ",
-                          "525:4:00:12:34:56", "+2:54:00:12:34:56"}) {
+  for (const char* bad :
+       {"", "52:54:00:12:34", "52:54:00:12:34:56:78", "52:54:00:12:34:5", "52:54:00:12:34:5g",
+        "52-54:00:12:34:56", "52.54.00.12.34.56", "5254.0012.3456", " 52:54:00:12:34:56",
+        "52:54:00:12:34:56 ", "525:4:00:12:34:56", "+2:54:00:12:34:56"}) {
     absl::StatusOr<MacAddress> mac = ParseMac(bad);
     EXPECT_FALSE(mac.ok()) << "'" << bad << "'";
     EXPECT_EQ(mac.status().code(), absl::StatusCode::kInvalidArgument);
@@ -62,7 +62,8 @@ TEST(ValidateNetConfigTest, TapNameRules) {
 TEST(ValidateNetConfigTest, MacMustBeNonZeroUnicast) {
   EXPECT_THAT(ValidateNetConfig({"tap0", MacAddress{0x01, 0, 0x5e, 0, 0, 1}, ""}).message(),
               HasSubstr("multicast"));
-  EXPECT_THAT(ValidateNetConfig({"tap0", MacAddress{}, ""}).message(), HasSubstr("00:00:00:00:00:00"));
+  EXPECT_THAT(ValidateNetConfig({"tap0", MacAddress{}, ""}).message(),
+              HasSubstr("00:00:00:00:00:00"));
   EXPECT_TRUE(ValidateNetConfig({"tap0", MacAddress{0x52, 0x54, 0, 1, 2, 3}, ""}).ok());
 }
 

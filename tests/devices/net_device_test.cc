@@ -1,7 +1,7 @@
 // virtio-net through the real device code: fake drivers on the rx and tx queues, a real tap in a
-// scratch network namespace, and an AF_PACKET endpoint on that tap (frames it sends go to the guest,
-// frames the guest sends arrive there). Skipped where the host has no /dev/net/tun or the test may
-// not create namespaces and taps.
+// scratch network namespace, and an AF_PACKET endpoint on that tap (frames it sends go to the
+// guest, frames the guest sends arrive there). Skipped where the host has no /dev/net/tun or the
+// test may not create namespaces and taps.
 #include "devices/net/net_device.h"
 
 #include <linux/ethtool.h>
@@ -76,7 +76,8 @@ class NetDeviceTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<ScratchNetns>> ns = ScratchNetns::Create();
     if (!ns.ok()) GTEST_SKIP() << "cannot make a scratch network namespace: " << ns.status();
     ns_ = std::move(*ns);
-    absl::StatusOr<std::unique_ptr<NetDevice>> dev = NetDevice::Create({kTap, kGuestMac, ns_->path()});
+    absl::StatusOr<std::unique_ptr<NetDevice>> dev =
+        NetDevice::Create({kTap, kGuestMac, ns_->path()});
     if (!dev.ok() && (dev.status().code() == absl::StatusCode::kPermissionDenied ||
                       dev.status().code() == absl::StatusCode::kFailedPrecondition)) {
       GTEST_SKIP() << "cannot open a tap: " << dev.status();
@@ -105,7 +106,8 @@ class NetDeviceTest : public ::testing::Test {
     const bool event_idx = features & F(VIRTIO_RING_F_EVENT_IDX);
     rx_->queue().SetEventIdx(event_idx);
     tx_->queue().SetEventIdx(event_idx);
-    absl::Status s = dev_->Activate({&*mem_, {&rx_->queue(), &tx_->queue()}, kVersion1 | features, &irq_});
+    absl::Status s =
+        dev_->Activate({&*mem_, {&rx_->queue(), &tx_->queue()}, kVersion1 | features, &irq_});
     ASSERT_TRUE(s.ok()) << s;
   }
 
@@ -121,7 +123,8 @@ class NetDeviceTest : public ::testing::Test {
       left -= n;
     }
     if (left > 0 || bufs.empty()) bufs.push_back({static_cast<uint32_t>(left), false});
-    std::vector<virtio::Descriptor> d = indirect ? tx_->WriteIndirectChain(head, bufs) : tx_->WriteChain(head, bufs);
+    std::vector<virtio::Descriptor> d =
+        indirect ? tx_->WriteIndirectChain(head, bufs) : tx_->WriteChain(head, bufs);
     uint64_t off = 0;
     for (const virtio::Descriptor& desc : d) {
       ASSERT_TRUE(mem_->Write(desc.addr, packet.data() + off, desc.len).ok());
@@ -130,9 +133,12 @@ class NetDeviceTest : public ::testing::Test {
     tx_->Publish(head);
     dev_->NotifyQueue(NetDevice::kTxQueue);
   }
-  bool WaitTxUsed(uint16_t n) { return WaitFor([&] { return tx_->UsedIdx() == n; }); }
+  bool WaitTxUsed(uint16_t n) {
+    return WaitFor([&] { return tx_->UsedIdx() == n; });
+  }
 
-  // Posts `count` rx chains of one `len`-byte writable buffer at heads first, first+1, ... and kicks.
+  // Posts `count` rx chains of one `len`-byte writable buffer at heads first, first+1, ... and
+  // kicks.
   void PostRx(uint16_t first, int count, uint32_t len) {
     for (int i = 0; i < count; ++i) {
       const uint16_t head = static_cast<uint16_t>(first + i);
@@ -143,7 +149,8 @@ class NetDeviceTest : public ::testing::Test {
   }
   // Sends `frame` from the peer socket to the tap, i.e. towards the guest.
   void Inject(const std::vector<uint8_t>& frame) {
-    ASSERT_EQ(::send(peer_.get(), frame.data(), frame.size(), 0), static_cast<ssize_t>(frame.size()))
+    ASSERT_EQ(::send(peer_.get(), frame.data(), frame.size(), 0),
+              static_cast<ssize_t>(frame.size()))
         << std::strerror(errno);
   }
 
@@ -160,7 +167,8 @@ class NetDeviceTest : public ::testing::Test {
     uint16_t buffers = 1;
     for (uint16_t i = 0; i < buffers; ++i) {
       if (rx_->UsedIdx() == rx_used_seen_) {
-        ADD_FAILURE() << "num_buffers " << buffers << " but only " << i << " used entries were published";
+        ADD_FAILURE() << "num_buffers " << buffers << " but only " << i
+                      << " used entries were published";
         return std::nullopt;
       }
       const vring_used_elem e = rx_->UsedElem(static_cast<uint16_t>(rx_used_seen_++ % rx_->size()));
@@ -203,10 +211,10 @@ TEST_F(NetDeviceTest, IdentityFeaturesAndConfigSpace) {
   EXPECT_THAT(dev_->queue_max_sizes(), ElementsAreArray({256, 256}));
   EXPECT_EQ(dev_->tap_name(), kTap);
   const uint64_t f = dev_->device_features();
-  for (unsigned bit : {VIRTIO_F_VERSION_1, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_CSUM,
-                       VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
-                       VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_STATUS,
-                       VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_RING_F_EVENT_IDX}) {
+  for (unsigned bit : {VIRTIO_F_VERSION_1, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
+                       VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4,
+                       VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
+                       VIRTIO_NET_F_STATUS, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_RING_F_EVENT_IDX}) {
     EXPECT_TRUE(f & F(bit)) << "feature bit " << bit;
   }
   for (unsigned bit : {VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MQ, VIRTIO_NET_F_GUEST_UFO,
@@ -231,7 +239,8 @@ TEST_F(NetDeviceTest, IdentityFeaturesAndConfigSpace) {
 }
 
 TEST_F(NetDeviceTest, RandomMacWhenNoneIsGiven) {
-  absl::StatusOr<std::unique_ptr<NetDevice>> other = NetDevice::Create({"vtap1", std::nullopt, ns_->path()});
+  absl::StatusOr<std::unique_ptr<NetDevice>> other =
+      NetDevice::Create({"vtap1", std::nullopt, ns_->path()});
   ASSERT_TRUE(other.ok()) << other.status();
   const MacAddress mac = (*other)->mac();
   EXPECT_EQ(mac[0] & 0x03, 0x02) << FormatMac(mac);  // locally administered unicast
@@ -278,7 +287,8 @@ TEST_F(NetDeviceTxTest, ManyFramesInOneKick) {
   for (uint16_t i = 0; i < 20; ++i) {
     frames.push_back(TestFrame(60 + i * 50, static_cast<uint8_t>(i)));
     const std::vector<uint8_t> p = WithHeader(virtio_net_hdr_v1{}, frames.back());
-    std::vector<virtio::Descriptor> d = tx_->WriteChain(static_cast<uint16_t>(i * 2), {{12, false}, {static_cast<uint32_t>(p.size() - 12), false}});
+    std::vector<virtio::Descriptor> d = tx_->WriteChain(
+        static_cast<uint16_t>(i * 2), {{12, false}, {static_cast<uint32_t>(p.size() - 12), false}});
     ASSERT_TRUE(mem_->Write(d[0].addr, p.data(), 12).ok());
     ASSERT_TRUE(mem_->Write(d[1].addr, p.data() + 12, p.size() - 12).ok());
     tx_->Publish(static_cast<uint16_t>(i * 2));
@@ -298,7 +308,8 @@ TEST_F(NetDeviceTxTest, MalformedChainsAreCountedReturnedAndTheDeviceStaysUp) {
   const std::vector<uint8_t> good = WithHeader(virtio_net_hdr_v1{}, TestFrame(100, 9));
   // A device-writable buffer in a tx chain.
   {
-    std::vector<virtio::Descriptor> d = tx_->WriteChain(0, {{static_cast<uint32_t>(good.size()), false}, {64, true}});
+    std::vector<virtio::Descriptor> d =
+        tx_->WriteChain(0, {{static_cast<uint32_t>(good.size()), false}, {64, true}});
     ASSERT_TRUE(mem_->Write(d[0].addr, good.data(), good.size()).ok());
     tx_->Publish(0);
   }
@@ -393,7 +404,8 @@ TEST_F(NetDeviceRoutedTest, PartialUdpChecksumIsCompletedByTheKernel) {
   Activate(F(VIRTIO_NET_F_CSUM));
   const std::vector<uint8_t> payload = Pattern(333, 5);
   const std::vector<uint8_t> udp = testing::UdpPartial(kGuestIp, kRemoteIp, 4000, 5000, payload);
-  const std::vector<uint8_t> frame = Ipv4Frame(tap_mac_, kGuestMac, kGuestIp, kRemoteIp, IPPROTO_UDP, udp);
+  const std::vector<uint8_t> frame =
+      Ipv4Frame(tap_mac_, kGuestMac, kGuestIp, kRemoteIp, IPPROTO_UDP, udp);
   ASSERT_FALSE(Ipv4ChecksumsValid(frame)) << "the partial checksum should not already be valid";
   virtio_net_hdr_v1 hdr{};
   hdr.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
@@ -406,15 +418,18 @@ TEST_F(NetDeviceRoutedTest, PartialUdpChecksumIsCompletedByTheKernel) {
                                << dev_->counters().tx_packets;
   EXPECT_TRUE(Ipv4ChecksumsValid(*got));
   ASSERT_EQ(got->size(), frame.size());
-  EXPECT_TRUE(std::equal(payload.begin(), payload.end(), got->end() - static_cast<long>(payload.size())));
+  EXPECT_TRUE(
+      std::equal(payload.begin(), payload.end(), got->end() - static_cast<long>(payload.size())));
 }
 
 TEST_F(NetDeviceRoutedTest, Tso4FrameArrivesIntact) {
   Activate(F(VIRTIO_NET_F_CSUM) | F(VIRTIO_NET_F_HOST_TSO4));
   const std::vector<uint8_t> payload = Pattern(20000, 11);
   const uint32_t seq = 1000000;
-  const std::vector<uint8_t> tcp = testing::TcpPartial(kGuestIp, kRemoteIp, 4000, 5000, seq, payload);
-  std::vector<uint8_t> frame = Ipv4Frame(tap_mac_, kGuestMac, kGuestIp, kRemoteIp, IPPROTO_TCP, tcp);
+  const std::vector<uint8_t> tcp =
+      testing::TcpPartial(kGuestIp, kRemoteIp, 4000, 5000, seq, payload);
+  std::vector<uint8_t> frame =
+      Ipv4Frame(tap_mac_, kGuestMac, kGuestIp, kRemoteIp, IPPROTO_TCP, tcp);
   virtio_net_hdr_v1 hdr{};
   hdr.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
   hdr.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
@@ -430,8 +445,9 @@ TEST_F(NetDeviceRoutedTest, Tso4FrameArrivesIntact) {
   int segments = 0;
   while (total < payload.size()) {
     std::optional<std::vector<uint8_t>> f = Routed();
-    ASSERT_TRUE(f.has_value()) << "only " << total << " of " << payload.size() << " bytes arrived in "
-                               << segments << " frames; counters: tx_packets=" << dev_->counters().tx_packets
+    ASSERT_TRUE(f.has_value()) << "only " << total << " of " << payload.size()
+                               << " bytes arrived in " << segments
+                               << " frames; counters: tx_packets=" << dev_->counters().tx_packets
                                << " tap errors=" << dev_->counters().tx_dropped_tap_error;
     ++segments;
     ASSERT_TRUE(Ipv4ChecksumsValid(*f));
@@ -643,7 +659,8 @@ TEST_F(NetDeviceTest, CountersAddUp) {
   EXPECT_EQ(c.rx_packets, 2u);
   EXPECT_EQ(c.rx_bytes, rx_bytes);
   EXPECT_EQ(c.tx_dropped_malformed + c.tx_dropped_offload + c.tx_dropped_tap_error, 0u);
-  EXPECT_EQ(c.rx_dropped_too_big + c.rx_dropped_offload + c.rx_buffers_malformed + c.rx_tap_errors, 0u);
+  EXPECT_EQ(c.rx_dropped_too_big + c.rx_dropped_offload + c.rx_buffers_malformed + c.rx_tap_errors,
+            0u);
   EXPECT_GE(c.interrupts, 1u);
   EXPECT_EQ(c.interrupts, static_cast<uint64_t>(irq_.used.load()));
 }

@@ -41,7 +41,8 @@ TEST_F(TapTest, CreatesATapInsideTheNamespaceWithA12ByteVnetHeader) {
   EXPECT_EQ(hdr, 12);
   ifreq ifr{};
   ASSERT_EQ(::ioctl(tap->fd(), TUNGETIFF, &ifr), 0);
-  EXPECT_EQ(ifr.ifr_flags & (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
+  EXPECT_EQ(ifr.ifr_flags & (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR),
+            IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
   EXPECT_NE(::fcntl(tap->fd(), F_GETFL) & O_NONBLOCK, 0);
   EXPECT_NE(::fcntl(tap->fd(), F_GETFD) & FD_CLOEXEC, 0);
   // It lives in the scratch namespace, not in ours.
@@ -57,15 +58,17 @@ TEST_F(TapTest, CreatesATapInsideTheNamespaceWithA12ByteVnetHeader) {
 TEST_F(TapTest, AttachesToAnExistingPersistentTap) {
   // Made beforehand, as `ip tuntap add vpers0 mode tap vnet_hdr` would.
   ASSERT_TRUE(ns_->Run([] {
-    int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-    if (fd < 0) return absl::InternalError("open /dev/net/tun");
-    ifreq ifr{};
-    std::strcpy(ifr.ifr_name, "vpers0");
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    const bool ok = ::ioctl(fd, TUNSETIFF, &ifr) == 0 && ::ioctl(fd, TUNSETPERSIST, 1) == 0;
-    ::close(fd);
-    return ok ? absl::OkStatus() : absl::InternalError("TUNSETIFF/TUNSETPERSIST");
-  }).ok());
+                   int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+                   if (fd < 0) return absl::InternalError("open /dev/net/tun");
+                   ifreq ifr{};
+                   std::strcpy(ifr.ifr_name, "vpers0");
+                   ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+                   const bool ok =
+                       ::ioctl(fd, TUNSETIFF, &ifr) == 0 && ::ioctl(fd, TUNSETPERSIST, 1) == 0;
+                   ::close(fd);
+                   return ok ? absl::OkStatus() : absl::InternalError("TUNSETIFF/TUNSETPERSIST");
+                 })
+                  .ok());
   absl::StatusOr<int> before = ns_->IfIndex("vpers0");
   ASSERT_TRUE(before.ok());
   absl::StatusOr<Tap> tap = Tap::Open("vpers0", ns_->path());
@@ -131,9 +134,9 @@ TEST(TapNamespaceTest, RunInNetnsLeavesTheCallersNamespaceAlone) {
   if (!ns.ok()) GTEST_SKIP() << ns.status();
   ino_t inside = 0;
   ASSERT_TRUE(RunInNetns((*ns)->path(), [&] {
-    inside = self_ns();
-    return absl::OkStatus();
-  }).ok());
+                inside = self_ns();
+                return absl::OkStatus();
+              }).ok());
   EXPECT_NE(inside, before);
   EXPECT_EQ(self_ns(), before);
   // The function's status comes back.
@@ -149,7 +152,8 @@ TEST(TapOffloadTest, GuestFeaturesMapToTunOffloads) {
   };
   EXPECT_EQ(TapOffloadsForGuestFeatures(0), 0u);
   EXPECT_EQ(TapOffloadsForGuestFeatures(f({VIRTIO_NET_F_GUEST_CSUM})), unsigned{TUN_F_CSUM});
-  EXPECT_EQ(TapOffloadsForGuestFeatures(f({VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6})),
+  EXPECT_EQ(TapOffloadsForGuestFeatures(
+                f({VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6})),
             unsigned{TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6});
   // TSO without checksum offload is not allowed by the spec: nothing offloaded.
   EXPECT_EQ(TapOffloadsForGuestFeatures(f({VIRTIO_NET_F_GUEST_TSO4})), 0u);

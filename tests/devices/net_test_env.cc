@@ -72,16 +72,17 @@ ScratchNetns::ScratchNetns(ScopedFd ns, ScopedFd ctl)
 
 absl::StatusOr<std::unique_ptr<ScratchNetns>> ScratchNetns::Create() {
   if (::access("/dev/net/tun", R_OK | W_OK) != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("/dev/net/tun is not usable (", std::strerror(errno), "): no tap devices here"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "/dev/net/tun is not usable (", std::strerror(errno), "): no tap devices here"));
   }
   ScopedFd ns, ctl;
   absl::Status status;
   std::thread helper([&] {
     if (::unshare(CLONE_NEWNET) != 0) {
-      status = absl::PermissionDeniedError(absl::StrCat(
-          "unshare(CLONE_NEWNET): ", std::strerror(errno), ": creating a scratch network namespace "
-          "needs CAP_SYS_ADMIN (run as root)"));
+      status =
+          absl::PermissionDeniedError(absl::StrCat("unshare(CLONE_NEWNET): ", std::strerror(errno),
+                                                   ": creating a scratch network namespace "
+                                                   "needs CAP_SYS_ADMIN (run as root)"));
       return;
     }
     ns.reset(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
@@ -109,28 +110,33 @@ absl::Status ScratchNetns::Run(absl::FunctionRef<absl::Status()> fn) const {
 
 absl::Status ScratchNetns::SetUp(const std::string& ifname) const {
   ifreq ifr = Ifr(ifname);
-  if (::ioctl(ctl_.get(), SIOCGIFFLAGS, &ifr) != 0) return ErrnoStatus(absl::StrCat("SIOCGIFFLAGS ", ifname));
+  if (::ioctl(ctl_.get(), SIOCGIFFLAGS, &ifr) != 0)
+    return ErrnoStatus(absl::StrCat("SIOCGIFFLAGS ", ifname));
   ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
-  if (::ioctl(ctl_.get(), SIOCSIFFLAGS, &ifr) != 0) return ErrnoStatus(absl::StrCat("SIOCSIFFLAGS ", ifname));
+  if (::ioctl(ctl_.get(), SIOCSIFFLAGS, &ifr) != 0)
+    return ErrnoStatus(absl::StrCat("SIOCSIFFLAGS ", ifname));
   return absl::OkStatus();
 }
 
 absl::Status ScratchNetns::SetMtu(const std::string& ifname, int mtu) const {
   ifreq ifr = Ifr(ifname);
   ifr.ifr_mtu = mtu;
-  if (::ioctl(ctl_.get(), SIOCSIFMTU, &ifr) != 0) return ErrnoStatus(absl::StrCat("SIOCSIFMTU ", ifname));
+  if (::ioctl(ctl_.get(), SIOCSIFMTU, &ifr) != 0)
+    return ErrnoStatus(absl::StrCat("SIOCSIFMTU ", ifname));
   return absl::OkStatus();
 }
 
 absl::StatusOr<int> ScratchNetns::IfIndex(const std::string& ifname) const {
   ifreq ifr = Ifr(ifname);
-  if (::ioctl(ctl_.get(), SIOCGIFINDEX, &ifr) != 0) return ErrnoStatus(absl::StrCat("SIOCGIFINDEX ", ifname));
+  if (::ioctl(ctl_.get(), SIOCGIFINDEX, &ifr) != 0)
+    return ErrnoStatus(absl::StrCat("SIOCGIFINDEX ", ifname));
   return ifr.ifr_ifindex;
 }
 
 absl::StatusOr<MacAddress> ScratchNetns::HwAddr(const std::string& ifname) const {
   ifreq ifr = Ifr(ifname);
-  if (::ioctl(ctl_.get(), SIOCGIFHWADDR, &ifr) != 0) return ErrnoStatus(absl::StrCat("SIOCGIFHWADDR ", ifname));
+  if (::ioctl(ctl_.get(), SIOCGIFHWADDR, &ifr) != 0)
+    return ErrnoStatus(absl::StrCat("SIOCGIFHWADDR ", ifname));
   MacAddress mac;
   std::memcpy(mac.data(), ifr.ifr_hwaddr.sa_data, mac.size());
   return mac;
@@ -142,12 +148,15 @@ absl::Status ScratchNetns::AddIpv4(const std::string& ifname, const char* addr,
   auto* sin = reinterpret_cast<sockaddr_in*>(&ifr.ifr_addr);
   sin->sin_family = AF_INET;
   if (::inet_pton(AF_INET, addr, &sin->sin_addr) != 1) return absl::InvalidArgumentError(addr);
-  if (::ioctl(ctl_.get(), SIOCSIFADDR, &ifr) != 0) return ErrnoStatus(absl::StrCat("SIOCSIFADDR ", ifname));
+  if (::ioctl(ctl_.get(), SIOCSIFADDR, &ifr) != 0)
+    return ErrnoStatus(absl::StrCat("SIOCSIFADDR ", ifname));
   ifr = Ifr(ifname);
   sin = reinterpret_cast<sockaddr_in*>(&ifr.ifr_netmask);
   sin->sin_family = AF_INET;
-  if (::inet_pton(AF_INET, netmask, &sin->sin_addr) != 1) return absl::InvalidArgumentError(netmask);
-  if (::ioctl(ctl_.get(), SIOCSIFNETMASK, &ifr) != 0) return ErrnoStatus(absl::StrCat("SIOCSIFNETMASK ", ifname));
+  if (::inet_pton(AF_INET, netmask, &sin->sin_addr) != 1)
+    return absl::InvalidArgumentError(netmask);
+  if (::ioctl(ctl_.get(), SIOCSIFNETMASK, &ifr) != 0)
+    return ErrnoStatus(absl::StrCat("SIOCSIFNETMASK ", ifname));
   return absl::OkStatus();
 }
 
@@ -174,7 +183,8 @@ absl::StatusOr<uint32_t> ScratchNetns::Ethtool(const std::string& ifname, uint32
   value.cmd = cmd;
   ifreq ifr = Ifr(ifname);
   ifr.ifr_data = reinterpret_cast<char*>(&value);
-  if (::ioctl(ctl_.get(), SIOCETHTOOL, &ifr) != 0) return ErrnoStatus(absl::StrCat("SIOCETHTOOL ", ifname));
+  if (::ioctl(ctl_.get(), SIOCETHTOOL, &ifr) != 0)
+    return ErrnoStatus(absl::StrCat("SIOCETHTOOL ", ifname));
   return value.data;
 }
 
@@ -207,14 +217,16 @@ std::optional<std::vector<uint8_t>> RecvFrame(int fd, std::chrono::milliseconds 
   for (;;) {
     sockaddr_ll from{};
     socklen_t from_len = sizeof(from);
-    const ssize_t n = ::recvfrom(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &from_len);
+    const ssize_t n =
+        ::recvfrom(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &from_len);
     if (n > 0) {
       if (from.sll_pkttype == PACKET_OUTGOING) continue;
       if (ethertype.has_value() && (n < 14 || Be16(&buf[12]) != *ethertype)) continue;
       buf.resize(static_cast<size_t>(n));
       return buf;
     }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return std::nullopt;
     pollfd p{fd, POLLIN, 0};
     ::poll(&p, 1, static_cast<int>(left.count()));
@@ -230,7 +242,8 @@ std::optional<std::vector<uint8_t>> ReadTapFrame(int fd, std::chrono::millisecon
       buf.resize(static_cast<size_t>(n));
       return buf;
     }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return std::nullopt;
     pollfd p{fd, POLLIN, 0};
     ::poll(&p, 1, static_cast<int>(left.count()));
@@ -280,9 +293,9 @@ std::vector<uint8_t> TcpPartial(Ipv4Addr saddr, Ipv4Addr daddr, uint16_t sport, 
   PutBe16(&t[0], sport);
   PutBe16(&t[2], dport);
   PutBe32(&t[4], seq);
-  PutBe32(&t[8], 1);     // ack
-  t[12] = 5 << 4;        // data offset
-  t[13] = 0x18;          // ACK | PSH
+  PutBe32(&t[8], 1);       // ack
+  t[12] = 5 << 4;          // data offset
+  t[13] = 0x18;            // ACK | PSH
   PutBe16(&t[14], 65535);  // window
   PutBe16(&t[16], Fold(PseudoSum(saddr, daddr, IPPROTO_TCP, static_cast<uint16_t>(t.size()))));
   std::memcpy(t.data() + 20, payload.data(), payload.size());

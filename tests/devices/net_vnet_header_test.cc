@@ -53,8 +53,8 @@ TEST(VnetHeaderTest, TxGsoNeedsItsHostFeatureAndNeedsCsum) {
 }
 
 TEST(VnetHeaderTest, TxFlagsADriverMustNotSetAreCleared) {
-  virtio_net_hdr_v1 h = Hdr(VIRTIO_NET_HDR_F_DATA_VALID | VIRTIO_NET_HDR_F_RSC_INFO | 0x80,
-                            VIRTIO_NET_HDR_GSO_NONE);
+  virtio_net_hdr_v1 h =
+      Hdr(VIRTIO_NET_HDR_F_DATA_VALID | VIRTIO_NET_HDR_F_RSC_INFO | 0x80, VIRTIO_NET_HDR_GSO_NONE);
   EXPECT_EQ(SanitizeTxHeader(h, 0), "");
   EXPECT_EQ(h.flags, 0);
 }
