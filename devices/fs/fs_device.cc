@@ -1,0 +1,215 @@
+#include "devices/fs/fs_device.h"
+
+#include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "devices/virtio/virtio_ring.h"
+
+namespace vessel::fs {
+namespace {
+
+// The reply goes straight into the chain's writable buffers.
+class ChainSink : public ReplySink {
+ public:
+  explicit ChainSink(virtio::ChainWriter* writer) : writer_(writer), capacity_(writer->remaining()) {}
+  uint64_t capacity() const override { return capacity_; }
+  absl::Status Write(const void* data, uint64_t len) override { return writer_->Write(data, len); }
+
+ private:
+  virtio::ChainWriter* writer_;
+  uint64_t capacity_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FsDevice>> FsDevice::Create(const FsConfig& config) {
+  absl::StatusOr<std::unique_ptr<FuseServer>> server = FuseServer::Create(config, kMaxWrite);
+  if (!server.ok()) return server.status();
+  return std::unique_ptr<FsDevice>(new FsDevice(config, std::move(*server)));
+}
+
+FsDevice::FsDevice(FsConfig config, std::unique_ptr<FuseServer> server)
+    : config_(std::move(config)), server_(std::move(server)) {
+  std::memset(&fs_config_, 0, sizeof(fs_config_));
+  std::memcpy(fs_config_.tag, config_.tag.data(), std::min(config_.tag.size(), sizeof(fs_config_.tag)));
+  fs_config_.num_request_queues = config_.num_request_queues;
+  pending_.assign(1 + config_.num_request_queues, false);
+  broken_.assign(1 + config_.num_request_queues, false);
+  io_thread_ = std::thread([this] { IoThread(); });
+}
+
+FsDevice::~FsDevice() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  io_thread_.join();
+}
+
+uint32_t FsDevice::device_type() const { return VIRTIO_ID_FS; }
+
+uint64_t FsDevice::device_features() const {
+  return (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_EVENT_IDX) |
+         (1ull << VIRTIO_RING_F_INDIRECT_DESC);
+}
+
+std::vector<uint16_t> FsDevice::queue_max_sizes() const {
+  return std::vector<uint16_t>(1 + config_.num_request_queues, kQueueSize);
+}
+
+void FsDevice::ReadConfig(uint64_t offset, absl::Span<uint8_t> data) {
+  for (size_t i = 0; i < data.size(); ++i) {
+    const uint64_t o = offset + i;
+    data[i] = o < sizeof(fs_config_) ? reinterpret_cast<const uint8_t*>(&fs_config_)[o] : 0;
+  }
+}
+
+void FsDevice::WriteConfig(uint64_t, absl::Span<const uint8_t>) {
+  // virtio-fs config space is read-only.
+}
+
+absl::Status FsDevice::Activate(const virtio::ActivateContext& context) {
+  if (context.queues.size() != pending_.size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("virtio-fs ", config_.tag, ": driver set up ", context.queues.size(),
+                     " queues, the device has ", pending_.size(), " (hiprio + ",
+                     config_.num_request_queues, " request queues)"));
+  }
+  for (size_t i = 0; i < context.queues.size(); ++i) {
+    if (context.queues[i] == nullptr || !context.queues[i]->ready()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("virtio-fs ", config_.tag, ": queue ", i, " is not ready"));
+    }
+  }
+  std::lock_guard lock(mu_);
+  ctx_ = context;
+  active_ = true;
+  std::fill(pending_.begin(), pending_.end(), false);
+  std::fill(broken_.begin(), broken_.end(), false);
+  return absl::OkStatus();
+}
+
+void FsDevice::NotifyQueue(uint16_t index) {
+  {
+    std::lock_guard lock(mu_);
+    if (!active_ || index >= pending_.size()) return;
+    pending_[index] = true;
+  }
+  cv_.notify_all();
+}
+
+void FsDevice::Reset() {
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return !busy_; });  // the request in flight finishes first
+    active_ = false;
+    std::fill(pending_.begin(), pending_.end(), false);
+    ctx_ = virtio::ActivateContext{};
+  }
+  server_->Reset();
+}
+
+FsDeviceCounters FsDevice::counters() const {
+  FsDeviceCounters c;
+  c.chains = chains_.load(std::memory_order_relaxed);
+  c.empty_replies = empty_replies_.load(std::memory_order_relaxed);
+  c.oversized = oversized_.load(std::memory_order_relaxed);
+  c.broken_queues = broken_queues_.load(std::memory_order_relaxed);
+  return c;
+}
+
+void FsDevice::IoThread() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] {
+      return stopping_ ||
+             (active_ && std::find(pending_.begin(), pending_.end(), true) != pending_.end());
+    });
+    if (stopping_) return;
+    std::vector<bool> work = pending_;
+    std::fill(pending_.begin(), pending_.end(), false);
+    busy_ = true;
+    lock.unlock();
+    for (uint16_t i = 0; i < work.size(); ++i) {
+      if (work[i]) ProcessQueue(i);
+    }
+    lock.lock();
+    busy_ = false;
+    cv_.notify_all();
+  }
+}
+
+void FsDevice::Broken(uint16_t index, absl::string_view what, const absl::Status& status) {
+  broken_[index] = true;
+  ++broken_queues_;
+  LogWarning("virtio-fs ", config_.tag, ": queue ", index, " ", what,
+             ", stopped until the driver resets the device: ", status.message());
+  ctx_.interrupt->SignalNeedsReset();
+}
+
+void FsDevice::ProcessQueue(uint16_t index) {
+  if (index >= ctx_.queues.size() || broken_[index]) return;
+  virtio::Queue* queue = ctx_.queues[index];
+  GuestMemory& memory = *ctx_.memory;
+  bool completed = false;
+  for (;;) {
+    absl::StatusOr<std::optional<virtio::DescriptorChain>> chain = queue->Pop(memory);
+    if (!chain.ok()) {
+      Broken(index, "ring broken", chain.status());
+      break;
+    }
+    if (!chain->has_value()) {
+      absl::StatusOr<bool> more = queue->EnableNotification(memory);
+      if (more.ok() && *more) continue;
+      break;
+    }
+    const uint32_t used = HandleChain(index, **chain);
+    if (broken_[index]) break;
+    absl::Status s = queue->AddUsed(memory, (*chain)->head_index(), used);
+    if (!s.ok()) {
+      Broken(index, "used ring broken", s);
+      break;
+    }
+    ++chains_;
+    if (used == 0) ++empty_replies_;
+    completed = true;
+  }
+  if (completed) {
+    absl::StatusOr<bool> notify = queue->NeedsNotification(memory);
+    if (!notify.ok() || *notify) ctx_.interrupt->SignalUsedBuffers();
+  }
+}
+
+uint32_t FsDevice::HandleChain(uint16_t index, const virtio::DescriptorChain& chain) {
+  GuestMemory& memory = *ctx_.memory;
+  absl::StatusOr<std::vector<virtio::Descriptor>> descs = chain.Collect();
+  if (!descs.ok()) {
+    Broken(index, "got a malformed chain", descs.status());
+    return 0;
+  }
+  virtio::ChainReader reader(memory, *descs);
+  uint64_t len = reader.remaining();
+  if (len > kMaxRequestBytes) {
+    // Read only a bounded prefix: its header's len disagrees with it, so the server answers
+    // EINVAL (or the request is whatever the guest put in that prefix).
+    ++oversized_;
+    if (log_.Allow()) {
+      LogWarning("virtio-fs ", config_.tag, ": request of ", len, " bytes is longer than ",
+                 kMaxRequestBytes, "; truncated");
+    }
+    len = kMaxRequestBytes;
+  }
+  if (request_.size() < len) request_.resize(len);
+  if (!reader.Read(request_.data(), len).ok()) len = 0;
+  virtio::ChainWriter writer(memory, *descs);
+  ChainSink sink(&writer);
+  const uint32_t written = server_->HandleRequest(absl::MakeConstSpan(request_.data(), len), sink);
+  return static_cast<uint32_t>(std::min<uint64_t>(written, writer.bytes_written()));
+}
+
+}  // namespace vessel::fs

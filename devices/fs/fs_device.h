@@ -1,0 +1,104 @@
+// FsDevice: virtio-fs (device id 26) with the FUSE server inline (no virtiofsd process, like Kata
+// Dragonball): queue 0 is hiprio (FORGET, BATCH_FORGET, INTERRUPT), queues 1..N carry requests;
+// config = the tag and N. Features: VIRTIO_F_VERSION_1, EVENT_IDX, INDIRECT_DESC.
+//
+// Requests run on the device's own I/O thread, never on a vCPU thread or an event loop. For each
+// chain the readable buffers (fuse_in_header + arguments, at most kMaxRequestBytes are read) go to
+// the FuseServer and its reply is written straight into the writable buffers (ChainWriter); the
+// used length is what the reply took. A chain whose writable part cannot hold a fuse_out_header is
+// returned with length 0 and counted; the device keeps serving. A corrupt ring or chain (Pop /
+// Collect / AddUsed errors: nothing trustworthy to answer through) sets DEVICE_NEEDS_RESET and
+// stops that queue until the driver resets the device.
+// Reset() waits for the request in flight, stops using the queues and drops every open handle and
+// every inode but the root (the next driver starts with FUSE_INIT).
+#ifndef VESSEL_DEVICES_FS_FS_DEVICE_H_
+#define VESSEL_DEVICES_FS_FS_DEVICE_H_
+
+#include <linux/virtio_fs.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "devices/fs/fs_config.h"
+#include "devices/fs/fuse_server.h"
+#include "devices/virtio/descriptor_chain.h"
+#include "devices/virtio/virtio_device.h"
+#include "vmm/base/log.h"
+
+namespace vessel::fs {
+
+// What the device did (a snapshot); the FUSE-level counters are FuseServer::counters().
+struct FsDeviceCounters {
+  uint64_t chains = 0;          // chains answered (used entries added)
+  uint64_t empty_replies = 0;   // chains returned with length 0 (no reply / no room for one)
+  uint64_t oversized = 0;       // requests longer than kMaxRequestBytes (truncated: EINVAL reply)
+  uint64_t broken_queues = 0;   // DEVICE_NEEDS_RESET raised
+};
+
+class FsDevice : public virtio::VirtioDevice {
+ public:
+  static constexpr uint16_t kQueueSize = 1024;
+  static constexpr uint16_t kHiprioQueue = 0;
+  static constexpr uint32_t kMaxWrite = FuseServer::kDefaultMaxWrite;
+  // The longest request read from a chain: a WRITE of kMaxWrite plus its headers.
+  static constexpr uint64_t kMaxRequestBytes = kMaxWrite + 4096;
+
+  // Validates `config`, opens the share and starts the I/O thread.
+  static absl::StatusOr<std::unique_ptr<FsDevice>> Create(const FsConfig& config);
+  // Stops the I/O thread (after the request in flight).
+  ~FsDevice() override;
+
+  uint32_t device_type() const override;
+  uint64_t device_features() const override;
+  std::vector<uint16_t> queue_max_sizes() const override;
+  void ReadConfig(uint64_t offset, absl::Span<uint8_t> data) override;
+  void WriteConfig(uint64_t offset, absl::Span<const uint8_t> data) override;
+  absl::Status Activate(const virtio::ActivateContext& context) override;
+  void NotifyQueue(uint16_t index) override;
+  void Reset() override;
+
+  // Runs queue `index` until it is empty, on the calling thread (the I/O thread; tests).
+  void ProcessQueue(uint16_t index);
+  // Answers one chain; returns the used length. Sets the queue broken when it cannot.
+  uint32_t HandleChain(uint16_t index, const virtio::DescriptorChain& chain);
+
+  FuseServer& server() { return *server_; }
+  FsDeviceCounters counters() const;
+  const FsConfig& config() const { return config_; }
+
+ private:
+  FsDevice(FsConfig config, std::unique_ptr<FuseServer> server);
+  void IoThread();
+  void Broken(uint16_t index, absl::string_view what, const absl::Status& status);
+
+  const FsConfig config_;
+  std::unique_ptr<FuseServer> server_;
+  virtio_fs_config fs_config_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  virtio::ActivateContext ctx_{};
+  bool active_ = false;
+  std::vector<bool> pending_;  // per queue: notified and not processed yet
+  std::vector<bool> broken_;   // per queue: stopped until reset (I/O thread while busy_)
+  bool busy_ = false;
+  bool stopping_ = false;
+  std::thread io_thread_;
+  std::vector<uint8_t> request_;  // I/O thread only
+
+  std::atomic<uint64_t> chains_{0};
+  std::atomic<uint64_t> empty_replies_{0};
+  std::atomic<uint64_t> oversized_{0};
+  std::atomic<uint64_t> broken_queues_{0};
+  RateLimiter log_;
+};
+
+}  // namespace vessel::fs
+
+#endif  // VESSEL_DEVICES_FS_FS_DEVICE_H_
