@@ -4,6 +4,7 @@
 #define VESSEL_RPC_TTRPC_TYPED_H_
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -29,6 +30,19 @@ absl::StatusOr<Message> ParseAs(const std::string& bytes, absl::string_view what
                                            Message::descriptor()->full_name()));
   }
   return m;
+}
+
+// The call's request as a Req, or nullopt after answering InvalidArgument.
+template <typename Req>
+std::optional<Req> ParseRequest(const ServerCall& call) {
+  const CallContext& ctx = call.context();
+  absl::StatusOr<Req> req = ParseAs<Req>(call.payload(), absl::StrCat(ctx.service, "/", ctx.method),
+                                         absl::StatusCode::kInvalidArgument);
+  if (!req.ok()) {
+    call.Reply(req.status());
+    return std::nullopt;
+  }
+  return std::move(*req);
 }
 
 template <typename Resp>
@@ -58,14 +72,9 @@ template <typename Req, typename Resp>
 absl::Status RegisterUnary(Server& server, absl::string_view service, absl::string_view method,
                            std::function<absl::StatusOr<Resp>(const CallContext&, const Req&)> fn) {
   return server.Register(service, method, [fn = std::move(fn)](ServerCall call) {
-    const CallContext& ctx = call.context();
-    absl::StatusOr<Req> req = internal::ParseAs<Req>(
-        call.payload(), absl::StrCat(ctx.service, "/", ctx.method), absl::StatusCode::kInvalidArgument);
-    if (!req.ok()) {
-      call.Reply(req.status());
-      return;
+    if (std::optional<Req> req = internal::ParseRequest<Req>(call)) {
+      call.Reply(internal::Serialize(fn(call.context(), *req)));
     }
-    call.Reply(internal::Serialize(fn(ctx, *req)));
   });
 }
 
@@ -77,14 +86,9 @@ absl::Status RegisterBlocking(Server& server, boost::asio::thread_pool& pool, ab
                               std::function<absl::StatusOr<Resp>(const CallContext&, const Req&)> fn) {
   return server.Register(service, method, [fn = std::move(fn), &pool](ServerCall call) {
     boost::asio::post(pool, [fn, call = std::move(call)] {
-      const CallContext& ctx = call.context();
-      absl::StatusOr<Req> req = internal::ParseAs<Req>(
-          call.payload(), absl::StrCat(ctx.service, "/", ctx.method), absl::StatusCode::kInvalidArgument);
-      if (!req.ok()) {
-        call.Reply(req.status());
-        return;
+      if (std::optional<Req> req = internal::ParseRequest<Req>(call)) {
+        call.Reply(internal::Serialize(fn(call.context(), *req)));
       }
-      call.Reply(internal::Serialize(fn(ctx, *req)));
     });
   });
 }
@@ -95,14 +99,9 @@ template <typename Req, typename Resp>
 absl::Status RegisterAsync(Server& server, absl::string_view service, absl::string_view method,
                            std::function<void(const CallContext&, const Req&, TypedReply<Resp>)> fn) {
   return server.Register(service, method, [fn = std::move(fn)](ServerCall call) {
-    const CallContext& ctx = call.context();
-    absl::StatusOr<Req> req = internal::ParseAs<Req>(
-        call.payload(), absl::StrCat(ctx.service, "/", ctx.method), absl::StatusCode::kInvalidArgument);
-    if (!req.ok()) {
-      call.Reply(req.status());
-      return;
+    if (std::optional<Req> req = internal::ParseRequest<Req>(call)) {
+      fn(call.context(), *req, TypedReply<Resp>(call));
     }
-    fn(ctx, *req, TypedReply<Resp>(call));
   });
 }
 
