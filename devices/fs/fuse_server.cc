@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -21,15 +22,16 @@ namespace {
 constexpr uint32_t kTimeGranNs = 1;
 constexpr uint64_t kReaddirBufferBytes = 64 * 1024;
 
-int OpenBeneath(int dirfd, const char* name, int flags, mode_t mode, bool* have_openat2) {
-  if (*have_openat2) {
+int OpenBeneath(int dirfd, const char* name, int flags, mode_t mode,
+                std::atomic<bool>* have_openat2) {
+  if (have_openat2->load(std::memory_order_relaxed)) {
     open_how how = {};
     how.flags = static_cast<uint64_t>(flags);
     how.mode = (flags & O_CREAT) ? mode : 0;
     how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS;
     long fd = syscall(SYS_openat2, dirfd, name, &how, sizeof(how));
     if (fd >= 0 || errno != ENOSYS) return static_cast<int>(fd);
-    *have_openat2 = false;
+    have_openat2->store(false, std::memory_order_relaxed);
   }
   // Single component (checked by the caller) + O_NOFOLLOW: nothing can lead outside `dirfd`.
   return openat(dirfd, name, flags | O_NOFOLLOW, mode);
@@ -92,6 +94,7 @@ struct FuseServer::Request {
   absl::Span<const uint8_t> args;
   size_t pos = 0;
   bool malformed = false;
+  uint64_t reply_room = 0;  // payload bytes the sink can take after fuse_out_header
 
   template <typename T>
   bool Get(T* value) {
@@ -362,6 +365,7 @@ uint32_t FuseServer::HandleRequest(absl::Span<const uint8_t> in, ReplySink& out)
     return Send(unique, EINVAL, nullptr, out);
   }
   rq.args = in.subspan(sizeof(fuse_in_header));
+  rq.reply_room = out.capacity() > sizeof(fuse_out_header) ? out.capacity() - sizeof(fuse_out_header) : 0;
 
   // Requests without a reply.
   switch (opcode) {
@@ -744,6 +748,10 @@ int FuseServer::OpOpen(Request& rq, Reply& reply, bool dir) {
   } else {
     if (S_ISLNK(inode->type)) return ELOOP;
     if (S_ISDIR(inode->type) && (flags & O_ACCMODE) != O_RDONLY) return EISDIR;
+    // FIFOs, sockets and device nodes are never opened on the host (a FIFO would block the
+    // I/O thread, a device node would hand the guest a host device); the guest kernel opens
+    // special files itself.
+    if (!S_ISREG(inode->type) && !S_ISDIR(inode->type)) return ENXIO;
     if (config_.read_only && ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))) return EROFS;
     if (config_.writeback) {
       // The guest's page cache writes whole pages: it must be able to read what it writes, and
@@ -807,7 +815,11 @@ int FuseServer::OpRead(Request& rq, Reply& reply) {
     ++counters_.malformed;
     return EBADF;
   }
-  if (in.size > max_write_ || in.offset > static_cast<uint64_t>(INT64_MAX)) return EINVAL;
+  if (in.size > max_write_ || in.size > rq.reply_room ||
+      in.offset > static_cast<uint64_t>(INT64_MAX)) {
+    rq.malformed = true;
+    return EINVAL;
+  }
   reply.data.resize(in.size);
   ssize_t n = pread(handle->fd.get(), reply.data.data(), in.size, static_cast<off_t>(in.offset));
   if (n < 0) return errno;
@@ -888,7 +900,7 @@ int FuseServer::OpReaddir(Request& rq, Reply& reply, bool plus) {
   }
   std::shared_ptr<Inode> dir = plus ? GetInode(rq.header.nodeid) : nullptr;
   if (plus && dir == nullptr) return ENOENT;
-  const uint64_t size = std::min<uint64_t>(in.size, max_write_);
+  const uint64_t size = std::min<uint64_t>({in.size, max_write_, rq.reply_room});
   std::lock_guard lock(handle->mu);
   if (lseek(handle->fd.get(), static_cast<off_t>(in.offset), SEEK_SET) < 0) return errno;
   std::vector<uint8_t> buf(std::min<uint64_t>(std::max<uint64_t>(size, 1024), kReaddirBufferBytes));

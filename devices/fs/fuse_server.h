@@ -165,7 +165,7 @@ class FuseServer {
   const uint32_t max_write_;
   ScopedFd proc_fd_;  // /proc/self/fd, O_PATH
   uint64_t entry_timeout_s_;
-  bool have_openat2_ = true;
+  std::atomic<bool> have_openat2_{true};  // cleared when the host kernel lacks openat2
 
   mutable std::mutex mu_;
   bool initialized_ = false;  // guarded by mu_

@@ -341,7 +341,7 @@ TEST_F(FsServerTest, MalformedReadAndWrite) {
   rin.size = 8192;
   ScratchShare::WriteFile(S("f"), std::string(8192, 'z'));
   Result small = Call(FUSE_READ, e.nodeid, Args().Add(rin), sizeof(fuse_out_header) + 100);
-  EXPECT_EQ(small.error(), ERANGE);
+  EXPECT_EQ(small.error(), EINVAL);
   EXPECT_EQ(small.used, sizeof(fuse_out_header));
   // WRITE whose size disagrees with the bytes sent.
   fuse_write_in win = {};
@@ -452,6 +452,10 @@ TEST_F(FsServerTest, MkdirMknodReaddirUnlinkRmdir) {
   EXPECT_TRUE(S_ISFIFO(r.As<fuse_entry_out>().attr.mode));
   mn.mode = S_IFREG | 0644;
   EXPECT_EQ(Call(FUSE_MKNOD, dir, Args().Add(mn).Name("reg")).error(), 0);
+  // A FIFO is never opened on the host (it would block the server).
+  int open_err = 0;
+  Open(Lookup(dir, "fifo").nodeid, O_RDONLY, &open_err);
+  EXPECT_EQ(open_err, ENXIO);
   mn.mode = S_IFCHR | 0600;
   mn.rdev = makedev(1, 3);
   EXPECT_EQ(Call(FUSE_MKNOD, dir, Args().Add(mn).Name("null")).error(), EPERM);
@@ -464,6 +468,12 @@ TEST_F(FsServerTest, MkdirMknodReaddirUnlinkRmdir) {
   EXPECT_TRUE(names.count("file149"));
   EXPECT_EQ(ReaddirNames(dir, true), names);
   EXPECT_EQ(server_->lookup_count(Lookup(dir, "file7").nodeid), 2u);  // readdirplus + lookup
+  // A host device node in the share is never opened.
+  if (mknod(S("dir/hostnull").c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) {  // root only
+    Open(Lookup(dir, "hostnull").nodeid, O_RDWR, &open_err);
+    EXPECT_EQ(open_err, ENXIO);
+    unlink(S("dir/hostnull").c_str());
+  }
 
   EXPECT_EQ(Call(FUSE_RMDIR, FUSE_ROOT_ID, Args().Name("dir")).error(), ENOTEMPTY);
   EXPECT_EQ(Call(FUSE_UNLINK, dir, Args().Name("fifo")).error(), 0);
