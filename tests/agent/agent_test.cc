@@ -1,0 +1,539 @@
+// vessel-agent in host mode, end to end through our ttrpc client: a child agent process serving
+// on a Unix socket, guest paths under a scratch --root holding a busybox-static rootfs, stdio
+// connected to Unix listeners in --stdio-dir. Needs root (namespaces, mounts, cgroups).
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/empty.pb.h"
+#include "gtest/gtest.h"
+#include "rpc/ttrpc/client.h"
+#include "rpc/ttrpc/io_thread.h"
+#include "rpc/ttrpc/socket.h"
+#include "rpc/ttrpc/typed.h"
+#include "vessel/agent/v1/agent.pb.h"
+
+namespace vessel::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using google::protobuf::Empty;
+using ::testing::HasSubstr;
+
+constexpr char kService[] = "vessel.agent.v1.Agent";
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int CountFds(pid_t pid) {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(absl::StrCat("/proc/", pid, "/fd"))) ++n;
+  return n;
+}
+
+// Accepts one connection on <dir>/<port> and collects what arrives until EOF.
+class StdioListener {
+ public:
+  StdioListener(const std::string& dir, uint32_t port) {
+    absl::StatusOr<ScopedFd> fd = ttrpc::ListenUnix(absl::StrCat(dir, "/", port));
+    EXPECT_TRUE(fd.ok()) << fd.status();
+    if (!fd.ok()) return;
+    listener_ = std::move(*fd);
+    thread_ = std::thread([this] {
+      int c = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) return;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        conn_.reset(c);
+      }
+      char buf[4096];
+      for (;;) {
+        ssize_t n = ::read(c, buf, sizeof(buf));
+        if (n <= 0) break;
+        std::lock_guard<std::mutex> lock(mu_);
+        data_.append(buf, static_cast<size_t>(n));
+      }
+    });
+  }
+  ~StdioListener() {
+    ::shutdown(listener_.get(), SHUT_RDWR);
+    if (thread_.joinable()) thread_.join();
+  }
+  // Everything up to EOF (the process and every copy of the socket are gone).
+  std::string Wait() {
+    if (thread_.joinable()) thread_.join();
+    return data_;
+  }
+  void Write(const std::string& s) {
+    for (int i = 0; i < 500; ++i) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (conn_.valid()) {
+          ASSERT_EQ(::write(conn_.get(), s.data(), s.size()), static_cast<ssize_t>(s.size()));
+          return;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    FAIL() << "no stdio connection";
+  }
+
+ private:
+  ScopedFd listener_;
+  std::mutex mu_;
+  ScopedFd conn_;
+  std::string data_;
+  std::thread thread_;
+};
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "the agent needs root (namespaces, mounts, cgroups)";
+    char tmpl[] = "/tmp/vessel-agent-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    root_ = dir_ + "/root";
+    stdio_dir_ = dir_ + "/stdio";
+    fs::create_directories(root_ + "/rootfs/bin");
+    fs::create_directories(root_ + "/rootfs/proc");
+    fs::create_directories(root_ + "/rootfs/tmp");
+    fs::create_directories(stdio_dir_);
+    fs::copy_file(VESSEL_BUSYBOX_PATH, root_ + "/rootfs/bin/busybox");
+    for (const char* tool : {"sh", "echo", "cat", "sleep", "hostname", "id", "stty", "test", "ls", "kill", "true"}) {
+      fs::create_symlink("busybox", root_ + "/rootfs/bin/" + tool);
+    }
+    mounts_before_ = CountMountsUnder(dir_);
+
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      std::string listen = "unix:" + dir_ + "/agent.sock";
+      ::execl(VESSEL_AGENT_PATH, VESSEL_AGENT_PATH, "--listen", listen.c_str(), "--root", root_.c_str(),
+              "--stdio-dir", stdio_dir_.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    agent_pid_ = pid;
+    for (int i = 0; i < 500; ++i) {
+      absl::StatusOr<std::shared_ptr<ttrpc::Client>> client = ttrpc::Client::ConnectUnix(io_.io(), dir_ + "/agent.sock");
+      if (client.ok()) {
+        client_ = *client;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_NE(client_, nullptr) << "the agent did not start serving";
+    v1::CreateSandboxRequest sandbox;
+    sandbox.set_sandbox_id("sb");
+    sandbox.set_hostname("sandbox-host");
+    ASSERT_TRUE(Call<Empty>("CreateSandbox", sandbox).ok());
+  }
+
+  void TearDown() override {
+    if (agent_pid_ > 0) {
+      client_.reset();
+      ::kill(agent_pid_, SIGTERM);
+      int status = 0;
+      ::waitpid(agent_pid_, &status, 0);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "agent status " << status;
+      EXPECT_EQ(CountMountsUnder(dir_), mounts_before_) << "mounts left under " << dir_;
+      std::string cg = CgroupDir();
+      if (!cg.empty()) {
+        EXPECT_FALSE(fs::exists(cg)) << cg << " was not removed";
+      }
+    }
+    if (!dir_.empty()) {
+      std::error_code ec;
+      fs::remove_all(dir_, ec);
+    }
+  }
+
+  static int CountMountsUnder(const std::string& prefix) {
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) {
+      if (line.find(" " + prefix) != std::string::npos) ++n;
+    }
+    return n;
+  }
+
+  // The agent's default host-mode sandbox cgroup, if it has one.
+  std::string CgroupDir() const {
+    for (const char* base : {"/sys/fs/cgroup/", "/sys/fs/cgroup/unified/"}) {
+      std::string path = absl::StrCat(base, "vessel-agent-test-", agent_pid_);
+      if (fs::exists(path) || fs::exists(std::string(base) + "cgroup.procs")) return path;
+    }
+    return "";
+  }
+
+  template <typename Resp, typename Req>
+  absl::StatusOr<Resp> Call(const char* method, const Req& req) {
+    ttrpc::CallOptions options;
+    options.timeout = absl::Seconds(20);
+    return ttrpc::CallTyped<Resp>(*client_, kService, method, req, options);
+  }
+
+  v1::CreateContainerRequest Spec(const std::string& id, std::vector<std::string> args, uint32_t stdout_port = 0) {
+    v1::CreateContainerRequest req;
+    req.set_container_id(id);
+    req.set_rootfs("/rootfs");
+    for (v1::NamespaceType t : {v1::NAMESPACE_TYPE_MOUNT, v1::NAMESPACE_TYPE_PID, v1::NAMESPACE_TYPE_UTS,
+                                v1::NAMESPACE_TYPE_IPC}) {
+      req.add_namespaces()->set_type(t);
+    }
+    v1::Mount* proc = req.add_mounts();
+    proc->set_destination("/proc");
+    proc->set_type("proc");
+    v1::Mount* tmp = req.add_mounts();
+    tmp->set_destination("/tmp");
+    tmp->set_type("tmpfs");
+    tmp->add_options("size=1m");
+    for (std::string& a : args) req.mutable_process()->add_args(std::move(a));
+    req.mutable_process()->add_env("PATH=/bin");
+    req.mutable_process()->set_cwd("/");
+    req.mutable_stdio()->set_stdout_port(stdout_port);
+    req.mutable_stdio()->set_stderr_port(stdout_port == 0 ? 0 : stdout_port + 1);
+    return req;
+  }
+
+  absl::StatusOr<uint32_t> Wait(const std::string& id, const std::string& exec_id = "") {
+    v1::WaitProcessRequest req;
+    req.set_container_id(id);
+    req.set_exec_id(exec_id);
+    absl::StatusOr<v1::WaitProcessResponse> resp = Call<v1::WaitProcessResponse>("WaitProcess", req);
+    if (!resp.ok()) return resp.status();
+    EXPECT_GT(resp->exited_at().seconds(), 0);
+    return resp->exit_status();
+  }
+
+  absl::Status Start(const std::string& id) {
+    v1::StartContainerRequest req;
+    req.set_container_id(id);
+    return Call<Empty>("StartContainer", req).status();
+  }
+
+  absl::Status Remove(const std::string& id) {
+    v1::RemoveContainerRequest req;
+    req.set_container_id(id);
+    return Call<Empty>("RemoveContainer", req).status();
+  }
+
+  absl::Status Signal(const std::string& id, int sig, bool all = false) {
+    v1::SignalProcessRequest req;
+    req.set_container_id(id);
+    req.set_signal(sig);
+    req.set_all(all);
+    return Call<Empty>("SignalProcess", req).status();
+  }
+
+  // create -> start -> wait -> remove; returns the exit status and the stdout.
+  std::pair<uint32_t, std::string> RunToExit(const v1::CreateContainerRequest& spec, uint32_t port) {
+    StdioListener out(stdio_dir_, port), err(stdio_dir_, port + 1);
+    absl::StatusOr<v1::CreateContainerResponse> created = Call<v1::CreateContainerResponse>("CreateContainer", spec);
+    EXPECT_TRUE(created.ok()) << created.status();
+    if (!created.ok()) return {~0u, ""};
+    EXPECT_GT(created->pid(), 0u);
+    EXPECT_TRUE(Start(spec.container_id()).ok());
+    std::string output = out.Wait();
+    absl::StatusOr<uint32_t> status = Wait(spec.container_id());
+    EXPECT_TRUE(status.ok()) << status.status();
+    EXPECT_TRUE(Remove(spec.container_id()).ok());
+    return {status.value_or(~0u), output};
+  }
+
+  ttrpc::IoThread io_;
+  std::shared_ptr<ttrpc::Client> client_;
+  std::string dir_, root_, stdio_dir_;
+  pid_t agent_pid_ = -1;
+  int mounts_before_ = 0;
+};
+
+TEST_F(AgentTest, VersionAndHealth) {
+  absl::StatusOr<v1::VersionResponse> version = Call<v1::VersionResponse>("Version", v1::VersionRequest());
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_EQ(version->protocol_version(), static_cast<uint32_t>(v1::PROTOCOL_VERSION_CURRENT));
+  EXPECT_FALSE(version->agent_version().empty());
+  absl::StatusOr<v1::HealthResponse> health = Call<v1::HealthResponse>("Health", v1::HealthRequest());
+  ASSERT_TRUE(health.ok());
+  EXPECT_EQ(health->status(), v1::HealthResponse::SERVING_STATUS_SERVING);
+  v1::CreateSandboxRequest again;
+  again.set_sandbox_id("sb");
+  EXPECT_EQ(Call<Empty>("CreateSandbox", again).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(AgentTest, LifecycleStdoutAndExitCodes) {
+  auto [status, out] = RunToExit(Spec("c1", {"echo", "hello from the container"}, 100), 100);
+  EXPECT_EQ(status, 0u);
+  EXPECT_EQ(out, "hello from the container\n");
+
+  auto [status3, out3] = RunToExit(Spec("c2", {"sh", "-c", "echo out; exit 3"}, 110), 110);
+  EXPECT_EQ(status3, 3u);
+  EXPECT_EQ(out3, "out\n");
+
+  // The container's own hostname, pid 1 in its pid namespace, the sandbox hostname by default.
+  auto [status0, ns] = RunToExit(Spec("c3", {"sh", "-c", "echo $$; hostname"}, 120), 120);
+  EXPECT_EQ(status0, 0u);
+  EXPECT_EQ(ns, "1\nsandbox-host\n");
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  EXPECT_STRNE(host, "sandbox-host") << "host mode must not change the host's hostname";
+}
+
+TEST_F(AgentTest, ExitBeforeWaitIsKept) {
+  StdioListener out(stdio_dir_, 200), err(stdio_dir_, 201);
+  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", Spec("c", {"sh", "-c", "exit 7"}, 200)).ok());
+  ASSERT_TRUE(Start("c").ok());
+  out.Wait();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // reaped long before the wait
+  EXPECT_EQ(Wait("c").value_or(0), 7u);
+  EXPECT_EQ(Wait("c").value_or(0), 7u);  // and again
+  EXPECT_EQ(Start("c").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(Remove("c").ok());
+  EXPECT_EQ(Wait("c").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(AgentTest, KilledBySignalIs128PlusSignal) {
+  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", Spec("k", {"sleep", "100"})).ok());
+  ASSERT_TRUE(Start("k").ok());
+  EXPECT_EQ(Remove("k").code(), absl::StatusCode::kFailedPrecondition);  // still running
+  // A waiter parked before the exit gets it too.
+  std::thread waiter([this] { EXPECT_EQ(Wait("k").value_or(0), 137u); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(Signal("k", SIGKILL).ok());
+  waiter.join();
+  EXPECT_EQ(Wait("k").value_or(0), 137u);
+  EXPECT_EQ(Signal("k", SIGKILL).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Signal("k", 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Remove("k").ok());
+}
+
+TEST_F(AgentTest, ExecIntoRunningContainer) {
+  v1::CreateContainerRequest spec = Spec("e", {"sleep", "100"});
+  spec.set_hostname("exec-host");
+  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", spec).ok());
+  v1::ExecProcessRequest exec;
+  exec.set_container_id("e");
+  exec.set_exec_id("x1");
+  exec.mutable_process()->add_args("sh");
+  exec.mutable_process()->add_args("-c");
+  exec.mutable_process()->add_args("hostname; cat /proc/1/cmdline; echo; exit 5");
+  exec.mutable_process()->add_env("PATH=/bin");
+  exec.mutable_stdio()->set_stdout_port(300);
+  EXPECT_EQ(Call<v1::ExecProcessResponse>("ExecProcess", exec).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // not started yet
+  ASSERT_TRUE(Start("e").ok());
+  {
+    StdioListener out(stdio_dir_, 300);
+    absl::StatusOr<v1::ExecProcessResponse> resp = Call<v1::ExecProcessResponse>("ExecProcess", exec);
+    ASSERT_TRUE(resp.ok()) << resp.status();
+    EXPECT_GT(resp->pid(), 0u);
+    EXPECT_EQ(out.Wait(), std::string("exec-host\nsleep\0" "100\0\n", 21));
+    EXPECT_EQ(Wait("e", "x1").value_or(0), 5u);
+  }
+  EXPECT_EQ(Call<v1::ExecProcessResponse>("ExecProcess", exec).status().code(), absl::StatusCode::kAlreadyExists);
+  exec.set_exec_id("x2");
+  exec.mutable_process()->set_args(0, "/bin/missing");
+  exec.mutable_stdio()->set_stdout_port(0);
+  absl::StatusOr<v1::ExecProcessResponse> missing = Call<v1::ExecProcessResponse>("ExecProcess", exec);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(missing.status().message(), HasSubstr("/bin/missing"));
+  // SIGTERM to all: the exec'ed sleep and the init go.
+  exec.set_exec_id("x3");
+  exec.mutable_process()->set_args(0, "sleep");
+  exec.mutable_process()->set_args(1, "100");
+  exec.mutable_process()->mutable_args()->RemoveLast();
+  ASSERT_TRUE(Call<v1::ExecProcessResponse>("ExecProcess", exec).ok());
+  EXPECT_EQ(Signal("e", SIGKILL, true).code(), absl::StatusCode::kOk);
+  EXPECT_EQ(Wait("e").value_or(0), 137u);
+  EXPECT_EQ(Wait("e", "x3").value_or(0), 137u);
+  EXPECT_TRUE(Remove("e").ok());
+}
+
+TEST_F(AgentTest, CloseStdinGivesEof) {
+  v1::CreateContainerRequest spec = Spec("in", {"cat"}, 400);
+  spec.mutable_stdio()->set_stdin_port(402);
+  StdioListener in(stdio_dir_, 402), out(stdio_dir_, 400), err(stdio_dir_, 401);
+  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", spec).ok());
+  ASSERT_TRUE(Start("in").ok());
+  in.Write("through stdin\n");
+  v1::CloseStdinRequest close;
+  close.set_container_id("in");
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(Call<Empty>("CloseStdin", close).ok());
+  EXPECT_EQ(out.Wait(), "through stdin\n");
+  EXPECT_EQ(Wait("in").value_or(1), 0u);
+  EXPECT_TRUE(Remove("in").ok());
+}
+
+TEST_F(AgentTest, Terminal) {
+  v1::CreateContainerRequest spec = Spec("t", {"sh", "-c", "test -t 0 && echo isatty; stty size"});
+  spec.mutable_process()->set_terminal(true);
+  spec.mutable_stdio()->set_terminal_port(500);
+  StdioListener term(stdio_dir_, 500);
+  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", spec).ok());
+  v1::ResizeTtyRequest resize;
+  resize.set_container_id("t");
+  resize.set_width(123);
+  resize.set_height(45);
+  ASSERT_TRUE(Call<Empty>("ResizeTty", resize).ok());
+  ASSERT_TRUE(Start("t").ok());
+  EXPECT_EQ(Wait("t").value_or(1), 0u);
+  EXPECT_EQ(term.Wait(), "isatty\r\n45 123\r\n");
+  EXPECT_TRUE(Remove("t").ok());
+  resize.set_container_id("t");
+  EXPECT_EQ(Call<Empty>("ResizeTty", resize).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(AgentTest, CgroupPerContainer) {
+  std::string cg = CgroupDir();
+  if (cg.empty() || !fs::exists(cg)) GTEST_SKIP() << "no cgroup2 hierarchy on this host";
+  absl::StatusOr<v1::CreateContainerResponse> created =
+      Call<v1::CreateContainerResponse>("CreateContainer", Spec("g", {"sleep", "100"}));
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_THAT(ReadFile(cg + "/g/cgroup.procs"), HasSubstr(absl::StrCat(created->pid(), "\n")));
+  ASSERT_TRUE(Start("g").ok());
+  v1::StatsContainerRequest stats_req;
+  stats_req.set_container_id("g");
+  EXPECT_TRUE(Call<v1::StatsContainerResponse>("StatsContainer", stats_req).ok());
+  ASSERT_TRUE(Signal("g", SIGKILL, true).ok());
+  EXPECT_EQ(Wait("g").value_or(0), 137u);
+  EXPECT_TRUE(Remove("g").ok());
+  EXPECT_FALSE(fs::exists(cg + "/g"));
+
+  // memory.max, seen from inside through a cgroup namespace and a cgroup2 mount.
+  bool has_memory = absl::StrContains(ReadFile(cg + "/cgroup.subtree_control"), "memory");
+  v1::CreateContainerRequest spec = Spec("m", {"cat", "/sys/fs/cgroup/memory.max"}, 600);
+  spec.mutable_resources()->set_memory_limit(64 << 20);
+  spec.add_namespaces()->set_type(v1::NAMESPACE_TYPE_CGROUP);
+  v1::Mount* m = spec.add_mounts();
+  m->set_destination("/sys/fs/cgroup");
+  m->set_type("cgroup2");
+  if (!has_memory) {
+    absl::StatusOr<v1::CreateContainerResponse> r = Call<v1::CreateContainerResponse>("CreateContainer", spec);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(r.status().message(), HasSubstr("memory"));
+    EXPECT_FALSE(fs::exists(cg + "/m"));
+    GTEST_SKIP() << "the memory controller is not available to " << cg << " (cgroup v1 host)";
+  }
+  auto [status, out] = RunToExit(spec, 600);
+  EXPECT_EQ(status, 0u);
+  EXPECT_EQ(out, "67108864\n");
+}
+
+TEST_F(AgentTest, MissingBinaryAndBadCwdFailCreate) {
+  absl::StatusOr<v1::CreateContainerResponse> r =
+      Call<v1::CreateContainerResponse>("CreateContainer", Spec("m1", {"/bin/no-such-program"}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("/bin/no-such-program"));
+  r = Call<v1::CreateContainerResponse>("CreateContainer", Spec("m1", {"no-such-program"}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("'no-such-program' not found in $PATH"));
+  v1::CreateContainerRequest cwd = Spec("m1", {"true"});
+  cwd.mutable_process()->set_cwd("/no/such/dir");
+  r = Call<v1::CreateContainerResponse>("CreateContainer", cwd);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("cwd '/no/such/dir'"));
+  // Nothing left behind: the id is free again.
+  auto [status, out] = RunToExit(Spec("m1", {"echo", "ok"}, 700), 700);
+  EXPECT_EQ(out, "ok\n");
+}
+
+TEST_F(AgentTest, InvalidSpecs) {
+  auto expect_invalid = [this](v1::CreateContainerRequest spec, const std::string& needle) {
+    absl::StatusOr<v1::CreateContainerResponse> r = Call<v1::CreateContainerResponse>("CreateContainer", spec);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << needle << ": " << r.status();
+    EXPECT_THAT(r.status().message(), HasSubstr(needle));
+  };
+  expect_invalid(Spec("bad", {}), "args are empty");
+  expect_invalid(Spec("../x", {"true"}), "container_id");
+  v1::CreateContainerRequest s = Spec("bad", {"true"});
+  s.mutable_mounts(0)->set_type("nfs");
+  expect_invalid(s, "mount type 'nfs'");
+  s = Spec("bad", {"true"});
+  s.mutable_mounts(0)->set_destination("/a/../../etc");
+  expect_invalid(s, "'..'");
+  s = Spec("bad", {"true"});
+  s.clear_namespaces();
+  expect_invalid(s, "mount namespace");
+  s = Spec("bad", {"true"});
+  s.mutable_process()->mutable_capabilities()->add_bounding("CAP_MAKE_COFFEE");
+  expect_invalid(s, "CAP_MAKE_COFFEE");
+  s = Spec("bad", {"true"});
+  s.set_rootfs("/missing");
+  expect_invalid(s, "rootfs /missing");
+  s = Spec("bad", {"true"});
+  s.add_storages()->set_driver("floppy");
+  s.mutable_storages(0)->set_mount_point("/mnt");
+  expect_invalid(s, "storage driver 'floppy'");
+  v1::CreateContainerRequest no_uts = Spec("bad", {"true"});
+  no_uts.clear_namespaces();
+  no_uts.add_namespaces()->set_type(v1::NAMESPACE_TYPE_MOUNT);
+  no_uts.set_hostname("h");
+  expect_invalid(no_uts, "UTS");
+}
+
+TEST_F(AgentTest, StoragesAndReadonlyRootfs) {
+  fs::create_directories(root_ + "/data");
+  std::ofstream(root_ + "/data/file") << "from a bind storage\n";
+  v1::CreateContainerRequest spec = Spec("s", {"sh", "-c", "cat /data/file; touch /x 2>/dev/null || echo ro"}, 800);
+  v1::Storage* st = spec.add_storages();
+  st->set_driver("bind");
+  st->set_source("/data");
+  st->set_mount_point("/storage/data");
+  v1::Mount* m = spec.add_mounts();
+  m->set_destination("/data");
+  m->set_type("bind");
+  m->set_source("/storage/data");
+  m->add_options("rbind");
+  m->add_options("ro");
+  spec.set_rootfs_readonly(true);
+  auto [status, out] = RunToExit(spec, 800);
+  EXPECT_EQ(status, 0u);
+  EXPECT_EQ(out, "from a bind storage\nro\n");
+}
+
+TEST_F(AgentTest, TwentyContainersLeaveNothingBehind) {
+  int fds_before = CountFds(agent_pid_);
+  int mounts_before = CountMountsUnder(dir_);
+  for (int i = 0; i < 20; ++i) {
+    uint32_t port = 1000 + 2 * i;
+    auto [status, out] = RunToExit(Spec(absl::StrCat("n", i), {"sh", "-c", absl::StrCat("echo ", i)}, port), port);
+    ASSERT_EQ(status, 0u);
+    ASSERT_EQ(out, absl::StrCat(i, "\n"));
+  }
+  EXPECT_EQ(CountFds(agent_pid_), fds_before);
+  EXPECT_EQ(CountMountsUnder(dir_), mounts_before);
+  std::string cg = CgroupDir();
+  if (!cg.empty() && fs::exists(cg)) {
+    int children = 0;
+    for (const auto& e : fs::directory_iterator(cg)) children += e.is_directory() ? 1 : 0;
+    EXPECT_EQ(children, 0);
+  }
+}
+
+}  // namespace
+}  // namespace vessel::agent
