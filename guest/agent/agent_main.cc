@@ -1,4 +1,4 @@
-// vessel-agent: the guest agent. As the guest's /init (PID 1) it mounts the early file systems,
+// vessel-agent's main (see agent_main.h): the guest agent. As the guest's /init (PID 1) it mounts the early file systems,
 // serves vessel.agent.v1.Agent on vsock port 1024 and powers the VM off when told to stop.
 // In host mode (tests, no VM) it serves on a Unix socket and keeps guest paths under --root.
 //
@@ -28,6 +28,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "guest/agent/agent.h"
+#include "guest/agent/agent_main.h"
 #include "guest/agent/init.h"
 #include "guest/agent/service.h"
 #include "guest/agent/stdio.h"
@@ -82,7 +83,9 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   return flags;
 }
 
-int Run(int argc, char** argv) {
+}  // namespace
+
+int AgentMain(int argc, char** argv) {
   const bool pid1 = ::getpid() == 1;
   // Signals are taken by signalfd on this thread, before any other thread exists.
   sigset_t mask;
@@ -201,7 +204,4 @@ int Run(int argc, char** argv) {
   return status;
 }
 
-}  // namespace
 }  // namespace vessel::agent
-
-int main(int argc, char** argv) { return vessel::agent::Run(argc, argv); }
