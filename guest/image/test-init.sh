@@ -11,6 +11,8 @@
 #                                               /dev/vdb a read-only raw disk of 16 MiB random data)
 #   vessel_test_vsock=1                        (vsock checks with the host; see tests/e2e/vsock_net)
 #   vessel_test_net=1                          (virtio-net checks: eth0 10.0.2.2/30, host 10.0.2.1)
+#   vessel_test_iobench=BYTES                  (bench: vsock echo on 5000, TCP sink on 7001, then
+#                                               BYTES to the host's 10.0.2.1:7000 on request; no TAP)
 export PATH=/bin
 B=/bin/busybox
 # port OFFSET OCTAL-BYTE: write one byte to an I/O port.
@@ -114,7 +116,7 @@ wait_line() {
   i=0
   while [ $i -lt 200000 ]; do
     line=""
-    read -r line < "$1" 2>/dev/null
+    [ -f "$1" ] && read -r line < "$1"
     case "$line" in "$2"*) return 0 ;; error*) return 1 ;; esac
     i=$(( i + 1 ))
   done
@@ -163,6 +165,23 @@ if [ "$vessel_test_net" = "1" ]; then
   echo "# net_tx $out"
   [ "$out" != "${out#bytes=16777216 }" ]; tap $? "$(( n + 4 )) - net: sent 16 MiB over TCP to the host"
   n=$(( n + 4 ))
+fi
+
+if [ -n "$vessel_test_iobench" ]; then
+  # Driven by bench/guest_io_bench: console lines from the host say when to go on.
+  $B ip addr add 10.0.2.2/30 dev eth0 && $B ip link set eth0 up
+  /bin/vessel-probe vsock-echo 5000 > /tmp/vsock-echo.log 2>&1 &
+  wait_line /tmp/vsock-echo.log listening
+  /bin/vessel-probe tcp-recv 7001 > /tmp/tcp-recv.log 2>&1 &
+  recv_pid=$!
+  wait_line /tmp/tcp-recv.log listening
+  echo "vessel-test: iobench ready"
+  wait $recv_pid
+  while read -r line; do last=$line; done < /tmp/tcp-recv.log
+  echo "# iobench tcp_rx $last"
+  out=$(/bin/vessel-probe tcp-send 10.0.2.1 7000 "$vessel_test_iobench" 7)
+  echo "# iobench tcp_tx $out"
+  read -r -t 1200 line
 fi
 
 if [ "$vessel_test_blkbench" = "1" ]; then
