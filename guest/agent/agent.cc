@@ -2,7 +2,10 @@
 
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,6 +47,26 @@ absl::Status MountAll(const std::string& root, const google::protobuf::RepeatedP
     guard.Add(std::move(mount_point));
   }
   return absl::OkStatus();
+}
+
+// pid 1 of the sandbox's shared PID namespace: reaps what is re-parented to it, nothing else.
+// Runs system calls only (cloned from a multithreaded process).
+absl::StatusOr<pid_t> SpawnPidnsHolder() {
+  long pid = ::syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+  if (pid < 0) return ErrnoStatus("clone the sandbox pid namespace");
+  if (pid == 0) {
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    ::sigprocmask(SIG_SETMASK, &chld, nullptr);
+    for (;;) {
+      while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+      }
+      siginfo_t info;
+      ::sigwaitinfo(&chld, &info);
+    }
+  }
+  return static_cast<pid_t>(pid);
 }
 
 google::protobuf::Timestamp ToTimestamp(absl::Time t) {
@@ -169,7 +192,21 @@ absl::Status Agent::CreateSandbox(const v1::CreateSandboxRequest& req) {
       ::sethostname(req.hostname().data(), req.hostname().size()) != 0) {
     return ErrnoStatus("sethostname");
   }
+  pid_t holder = -1;
+  ScopedFd pidns;
+  if (req.sandbox_pidns()) {
+    VESSEL_ASSIGN_OR_RETURN(holder, SpawnPidnsHolder());
+    std::string path = absl::StrCat("/proc/", holder, "/ns/pid");
+    pidns.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!pidns.valid()) {
+      absl::Status status = ErrnoStatus(absl::StrCat("open ", path));
+      ::kill(holder, SIGKILL);
+      return status;
+    }
+  }
   std::lock_guard<std::mutex> lock(mu_);
+  pidns_holder_ = holder;
+  pidns_fd_ = std::move(pidns);
   hostname_ = req.hostname();
   sandbox_storages_ = guard.Release();
   std::move(undo).Cancel();
@@ -190,6 +227,9 @@ absl::Status Agent::DestroySandbox(const v1::DestroySandboxRequest& req) {
     containers_.clear();
     storages = std::move(sandbox_storages_);
     sandbox_storages_.clear();
+    if (pidns_holder_ > 0) ::kill(pidns_holder_, SIGKILL);  // reaped as an unknown child
+    pidns_holder_ = -1;
+    pidns_fd_.reset();
     sandbox_created_ = false;
   }
   absl::Status status;
@@ -262,6 +302,15 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(const v1::Cre
   };
   VESSEL_ASSIGN_OR_RETURN(ProcessPlan process, PlanProcess(req.process()));
   VESSEL_ASSIGN_OR_RETURN(NamespacePlan namespaces, PlanNamespaces(req.namespaces(), options_.root));
+  if ((namespaces.clone_flags & CLONE_NEWPID) != 0) {
+    // sandbox_pidns: a "new" PID namespace is the sandbox's shared one.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pidns_fd_.valid()) {
+      namespaces.join_pid.reset(::fcntl(pidns_fd_.get(), F_DUPFD_CLOEXEC, 3));
+      if (!namespaces.join_pid.valid()) return ErrnoStatus("dup the sandbox pid namespace fd");
+      namespaces.clone_flags &= ~CLONE_NEWPID;
+    }
+  }
   if ((namespaces.clone_flags & CLONE_NEWUTS) == 0) {
     if (!req.hostname().empty()) {
       return absl::InvalidArgumentError("a container hostname needs a new UTS namespace (NAMESPACE_TYPE_UTS)");

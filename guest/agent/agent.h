@@ -20,6 +20,7 @@
 #include "guest/agent/stdio.h"
 #include "rpc/ttrpc/typed.h"
 #include "vessel/agent/v1/agent.pb.h"
+#include "vmm/base/scoped_fd.h"
 
 namespace vessel::agent {
 
@@ -88,6 +89,9 @@ class Agent {
   std::string sandbox_id_;
   std::string hostname_;
   std::vector<std::string> sandbox_storages_;
+  // sandbox_pidns: pid 1 of the PID namespace the containers share (reaps orphans, holds it open).
+  pid_t pidns_holder_ = -1;
+  ScopedFd pidns_fd_;
   std::map<std::string, std::unique_ptr<Container>> containers_;
   std::map<std::string, bool> creating_;  // ids reserved by a CreateContainer in progress
   std::map<pid_t, std::shared_ptr<ProcessState>> by_pid_;

@@ -535,5 +535,67 @@ TEST_F(AgentTest, TwentyContainersLeaveNothingBehind) {
   }
 }
 
+TEST_F(AgentTest, SharedSandboxPidNamespace) {
+  ASSERT_TRUE(Call<Empty>("DestroySandbox", v1::DestroySandboxRequest()).ok());
+  v1::CreateSandboxRequest sandbox;
+  sandbox.set_sandbox_id("shared");
+  sandbox.set_sandbox_pidns(true);
+  ASSERT_TRUE(Call<Empty>("CreateSandbox", sandbox).ok());
+  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", Spec("a", {"sleep", "100"})).ok());
+  ASSERT_TRUE(Start("a").ok());
+  // The second container sees the first one's process, and is not pid 1 itself.
+  auto [status, out] = RunToExit(Spec("b", {"sh", "-c", "echo $$; cat /proc/*/cmdline | grep -c 'sleep100'"}, 900), 900);
+  EXPECT_EQ(status, 0u);
+  EXPECT_THAT(out, ::testing::MatchesRegex("[0-9]+\n1\n"));
+  EXPECT_NE(out.substr(0, 2), "1\n");
+  ASSERT_TRUE(Signal("a", SIGKILL).ok());
+  EXPECT_EQ(Wait("a").value_or(0), 137u);
+  EXPECT_TRUE(Remove("a").ok());
+}
+
+TEST_F(AgentTest, DestroySandboxKillsAndUnmounts) {
+  fs::create_directories(root_ + "/data");
+  ASSERT_TRUE(Call<Empty>("DestroySandbox", v1::DestroySandboxRequest()).ok());
+  EXPECT_EQ(Call<Empty>("DestroySandbox", v1::DestroySandboxRequest()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  v1::CreateContainerRequest spec = Spec("x", {"true"});
+  EXPECT_EQ(Call<v1::CreateContainerResponse>("CreateContainer", spec).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  v1::CreateSandboxRequest sandbox;
+  sandbox.set_sandbox_id("again");
+  v1::Storage* st = sandbox.add_storages();
+  st->set_driver("tmpfs");
+  st->set_mount_point("/shared");
+  st->add_options("size=1m");
+  ASSERT_TRUE(Call<Empty>("CreateSandbox", sandbox).ok());
+  EXPECT_EQ(CountMountsUnder(root_ + "/shared"), 1);
+  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", Spec("r", {"sleep", "100"})).ok());
+  ASSERT_TRUE(Start("r").ok());
+  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", Spec("c", {"sleep", "100"})).ok());
+  ASSERT_TRUE(Call<Empty>("DestroySandbox", v1::DestroySandboxRequest()).ok());
+  EXPECT_EQ(CountMountsUnder(root_ + "/shared"), 0);
+  EXPECT_EQ(Wait("r").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(AgentTest, ExecWithTerminal) {
+  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", Spec("et", {"sleep", "100"})).ok());
+  ASSERT_TRUE(Start("et").ok());
+  v1::ExecProcessRequest exec;
+  exec.set_container_id("et");
+  exec.set_exec_id("sh");
+  exec.mutable_process()->add_args("sh");
+  exec.mutable_process()->add_env("PATH=/bin");
+  exec.mutable_process()->set_terminal(true);
+  exec.mutable_stdio()->set_terminal_port(950);
+  StdioListener term(stdio_dir_, 950);
+  ASSERT_TRUE(Call<v1::ExecProcessResponse>("ExecProcess", exec).ok());
+  term.Write("echo $((6*7)); exit 4\n");
+  EXPECT_EQ(Wait("et", "sh").value_or(0), 4u);
+  EXPECT_THAT(term.Wait(), HasSubstr("42\r\n"));
+  EXPECT_TRUE(Signal("et", SIGKILL).ok());
+  EXPECT_EQ(Wait("et").value_or(0), 137u);
+  EXPECT_TRUE(Remove("et").ok());
+}
+
 }  // namespace
 }  // namespace vessel::agent
