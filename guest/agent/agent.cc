@@ -227,7 +227,12 @@ absl::Status Agent::DestroySandbox(const v1::DestroySandboxRequest& req) {
     containers_.clear();
     storages = std::move(sandbox_storages_);
     sandbox_storages_.clear();
-    if (pidns_holder_ > 0) ::kill(pidns_holder_, SIGKILL);  // reaped as an unknown child
+    if (pidns_holder_ > 0) {
+      // Reaped here (the reaper waits on mu_): nothing may outlive the sandbox, not even a zombie.
+      ::kill(pidns_holder_, SIGKILL);
+      while (::waitpid(pidns_holder_, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
     pidns_holder_ = -1;
     pidns_fd_.reset();
     sandbox_created_ = false;
