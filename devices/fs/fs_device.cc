@@ -12,16 +12,71 @@
 namespace vessel::fs {
 namespace {
 
-// The reply goes straight into the chain's writable buffers.
+// The reply goes straight into the chain's writable buffers; READ data is read into them in
+// place (PayloadBuffers: host views from GuestMemory::Slice, used for this request only).
 class ChainSink : public ReplySink {
  public:
-  explicit ChainSink(virtio::ChainWriter* writer) : writer_(writer), capacity_(writer->remaining()) {}
+  ChainSink(GuestMemory& memory, absl::Span<const virtio::Descriptor> descs) : memory_(&memory) {
+    for (const virtio::Descriptor& d : descs) {
+      if (d.is_write && d.len > 0) {
+        buffers_.push_back(d);
+        capacity_ += d.len;
+      }
+    }
+  }
   uint64_t capacity() const override { return capacity_; }
-  absl::Status Write(const void* data, uint64_t len) override { return writer_->Write(data, len); }
+  uint64_t written() const { return pos_; }
+
+  absl::Status Write(const void* data, uint64_t len) override {
+    if (len > capacity_ - pos_) return absl::OutOfRangeError("virtio-fs reply: chain full");
+    const auto* p = static_cast<const uint8_t*>(data);
+    absl::Status s = ForEachPiece(pos_, len, [&](uint64_t gpa, uint64_t n) {
+      absl::Status w = memory_->Write(gpa, p, n);
+      p += n;
+      return w.ok();
+    });
+    if (s.ok()) pos_ += len;
+    return s;
+  }
+  bool PayloadBuffers(uint64_t offset, uint64_t len, std::vector<iovec>* iov) override {
+    if (offset > capacity_ || len > capacity_ - offset) return false;
+    iov->clear();
+    return ForEachPiece(offset, len, [&](uint64_t gpa, uint64_t n) {
+             absl::StatusOr<absl::Span<uint8_t>> slice = memory_->Slice(gpa, n);
+             if (!slice.ok()) return false;  // spans two regions: the server copies instead
+             iov->push_back({slice->data(), slice->size()});
+             return true;
+           }).ok();
+  }
+  absl::Status Advance(uint64_t len) override {
+    if (len > capacity_ - pos_) return absl::OutOfRangeError("virtio-fs reply: chain full");
+    pos_ += len;
+    return absl::OkStatus();
+  }
 
  private:
-  virtio::ChainWriter* writer_;
-  uint64_t capacity_;
+  // Calls fn(gpa, n) for each buffer piece of the reply bytes [offset, offset + len).
+  template <typename Fn>
+  absl::Status ForEachPiece(uint64_t offset, uint64_t len, Fn fn) {
+    uint64_t skip = offset;
+    for (const virtio::Descriptor& d : buffers_) {
+      if (len == 0) break;
+      if (skip >= d.len) {
+        skip -= d.len;
+        continue;
+      }
+      const uint64_t n = std::min<uint64_t>(d.len - skip, len);
+      if (!fn(d.addr + skip, n)) return absl::InternalError("virtio-fs reply: guest memory");
+      skip = 0;
+      len -= n;
+    }
+    return len == 0 ? absl::OkStatus() : absl::OutOfRangeError("virtio-fs reply: chain full");
+  }
+
+  GuestMemory* memory_;
+  std::vector<virtio::Descriptor> buffers_;
+  uint64_t capacity_ = 0;
+  uint64_t pos_ = 0;
 };
 
 }  // namespace
@@ -206,10 +261,9 @@ uint32_t FsDevice::HandleChain(uint16_t index, const virtio::DescriptorChain& ch
   }
   if (request_.size() < len) request_.resize(len);
   if (!reader.Read(request_.data(), len).ok()) len = 0;
-  virtio::ChainWriter writer(memory, *descs);
-  ChainSink sink(&writer);
+  ChainSink sink(memory, *descs);
   const uint32_t written = server_->HandleRequest(absl::MakeConstSpan(request_.data(), len), sink);
-  return static_cast<uint32_t>(std::min<uint64_t>(written, writer.bytes_written()));
+  return static_cast<uint32_t>(std::min<uint64_t>(written, sink.written()));
 }
 
 }  // namespace vessel::fs

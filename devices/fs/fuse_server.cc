@@ -5,11 +5,13 @@
 #include <linux/openat2.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cstddef>
 #include <cstring>
 
@@ -95,6 +97,7 @@ struct FuseServer::Request {
   size_t pos = 0;
   bool malformed = false;
   uint64_t reply_room = 0;  // payload bytes the sink can take after fuse_out_header
+  ReplySink* sink = nullptr;
 
   template <typename T>
   bool Get(T* value) {
@@ -135,6 +138,7 @@ struct FuseServer::Request {
 // A reply's payload (after fuse_out_header).
 struct FuseServer::Reply {
   std::vector<uint8_t> data;
+  uint64_t in_place = 0;  // payload bytes already in the sink (zero-copy READ); data is empty
   template <typename T>
   void Put(const T& value) {
     const auto* p = reinterpret_cast<const uint8_t*>(&value);
@@ -330,18 +334,23 @@ uint32_t FuseServer::Send(uint64_t unique, int error, const Reply* reply, ReplyS
     }
     return 0;
   }
-  uint64_t payload = (error == 0 && reply != nullptr) ? reply->data.size() : 0;
+  uint64_t payload = (error == 0 && reply != nullptr) ? reply->data.size() + reply->in_place : 0;
   if (payload > cap - sizeof(fuse_out_header)) {
     error = ERANGE;  // the guest's buffers cannot carry the answer
     payload = 0;
   }
+  const bool in_place = payload > 0 && reply->in_place > 0;
   if (error != 0) ++counters_.error_replies;
   fuse_out_header oh = {};
   oh.len = static_cast<uint32_t>(sizeof(oh) + payload);
   oh.error = -error;
   oh.unique = unique;
   if (!out.Write(&oh, sizeof(oh)).ok()) return 0;
-  if (payload > 0 && !out.Write(reply->data.data(), payload).ok()) return sizeof(oh);
+  if (in_place) {
+    if (!out.Advance(payload).ok()) return sizeof(oh);
+  } else if (payload > 0 && !out.Write(reply->data.data(), payload).ok()) {
+    return sizeof(oh);
+  }
   return oh.len;
 }
 
@@ -365,6 +374,7 @@ uint32_t FuseServer::HandleRequest(absl::Span<const uint8_t> in, ReplySink& out)
     return Send(unique, EINVAL, nullptr, out);
   }
   rq.args = in.subspan(sizeof(fuse_in_header));
+  rq.sink = &out;
   rq.reply_room = out.capacity() > sizeof(fuse_out_header) ? out.capacity() - sizeof(fuse_out_header) : 0;
 
   // Requests without a reply.
@@ -819,6 +829,18 @@ int FuseServer::OpRead(Request& rq, Reply& reply) {
       in.offset > static_cast<uint64_t>(INT64_MAX)) {
     rq.malformed = true;
     return EINVAL;
+  }
+  std::vector<iovec> iov;
+  if (in.size > 0 && rq.sink->PayloadBuffers(sizeof(fuse_out_header), in.size, &iov) &&
+      iov.size() <= IOV_MAX) {
+    // Straight into the guest's buffers.
+    ssize_t n = preadv(handle->fd.get(), iov.data(), static_cast<int>(iov.size()),
+                       static_cast<off_t>(in.offset));
+    if (n < 0) return errno;
+    reply.in_place = static_cast<uint64_t>(n);
+    counters_.bytes_read += static_cast<uint64_t>(n);
+    ++counters_.reads_in_place;
+    return 0;
   }
   reply.data.resize(in.size);
   ssize_t n = pread(handle->fd.get(), reply.data.data(), in.size, static_cast<off_t>(in.offset));

@@ -21,6 +21,7 @@
 
 #include <linux/fuse.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include <atomic>
 #include <cstdint>
@@ -46,6 +47,17 @@ class ReplySink {
   virtual uint64_t capacity() const = 0;
   // Appends `len` bytes; the server never writes more than capacity() in total.
   virtual absl::Status Write(const void* data, uint64_t len) = 0;
+
+  // Zero-copy (READ): host buffers for the reply bytes [offset, offset + len) (counted from the
+  // start of the reply, nothing written yet), so file data can be read straight into them before
+  // the header is written. False when the sink has none; the server then copies.
+  virtual bool PayloadBuffers(uint64_t /*offset*/, uint64_t /*len*/, std::vector<iovec>* /*iov*/) {
+    return false;
+  }
+  // After Write(header): the next `len` bytes were already filled through PayloadBuffers.
+  virtual absl::Status Advance(uint64_t /*len*/) {
+    return absl::UnimplementedError("this reply sink has no payload buffers");
+  }
 };
 
 // A ReplySink over a host buffer (tests, the fuzzer, the benchmark).
@@ -70,6 +82,7 @@ struct FuseCounters {
   std::atomic<uint64_t> unsupported{0};     // ENOSYS
   std::atomic<uint64_t> table_full{0};      // ENFILE from the inode or handle table
   std::atomic<uint64_t> bytes_read{0};
+  std::atomic<uint64_t> reads_in_place{0};  // READs read straight into the sink's buffers
   std::atomic<uint64_t> bytes_written{0};
 };
 

@@ -52,9 +52,11 @@ inline std::vector<uint8_t> BuildRequest(uint32_t opcode, uint64_t nodeid, const
   h.uid = 0;
   h.gid = 0;
   h.pid = 1;
-  std::vector<uint8_t> out(sizeof(h));
+  std::vector<uint8_t> out(h.len);
   std::memcpy(out.data(), &h, sizeof(h));
-  out.insert(out.end(), args.bytes().begin(), args.bytes().end());
+  if (!args.bytes().empty()) {
+    std::memcpy(out.data() + sizeof(h), args.bytes().data(), args.bytes().size());
+  }
   return out;
 }
 
