@@ -196,6 +196,32 @@ TEST_F(FsServerTest, WritebackOfferedWhenConfigured) {
   Start(c, false);
   Result r = Call(FUSE_INIT, 0, Args().Add(InitIn()));
   EXPECT_TRUE(r.As<fuse_init_out>().flags & FUSE_WRITEBACK_CACHE);
+  // The guest's page cache reads what it writes: a write-only open is read-write on the host.
+  ScratchShare::WriteFile(S("f"), "abc");
+  fuse_entry_out e = Lookup(FUSE_ROOT_ID, "f");
+  uint64_t fh = Open(e.nodeid, O_WRONLY | O_APPEND);
+  EXPECT_EQ(Read(e.nodeid, fh, 0, 3).Text(), "abc");
+  EXPECT_EQ(Write(e.nodeid, fh, 0, "x").error(), 0);  // placed by the guest, not appended
+  EXPECT_EQ(ScratchShare::ReadFile(S("f")), "xbc");
+}
+
+TEST_F(FsServerTest, ReaddirSmallBuffers) {
+  std::filesystem::create_directory(S("d"));
+  ScratchShare::WriteFile(S("d/" + std::string(200, 'n')), "");
+  const uint64_t d = Lookup(FUSE_ROOT_ID, "d").nodeid;
+  uint64_t fh = Open(d, O_RDONLY, nullptr, true);
+  // Too small for the long entry's direntplus: fewer entries, never a partial one.
+  Result r = Read(d, fh, 0, 80, FUSE_READDIRPLUS);
+  ASSERT_EQ(r.error(), 0);
+  EXPECT_LE(r.payload.size(), 80u);
+  EXPECT_EQ(r.payload.size() % 8, 0u);
+  // A READDIR reply larger than the sink is cut to the sink.
+  r = Send(BuildRequest(FUSE_READDIR, d, Args().Add(fuse_read_in{fh, 0, 4096, 0, 0, 0, 0})),
+           sizeof(fuse_out_header) + 40);
+  EXPECT_EQ(r.error(), 0);
+  EXPECT_LE(r.payload.size(), 40u);
+  EXPECT_EQ(Read(d, 999, 0, 4096, FUSE_READDIR).error(), EBADF);
+  EXPECT_EQ(Release(d, fh, true), 0);
 }
 
 // --- LOOKUP / GETATTR / FORGET ---
@@ -589,6 +615,11 @@ TEST_F(FsServerTest, SymlinkReadlinkAndNeverFollowed) {
     EXPECT_TRUE(std::filesystem::is_symlink(S("out2")));
   }
   EXPECT_EQ(Call(FUSE_READLINK, FUSE_ROOT_ID, Args()).error(), EINVAL);  // not a link
+  EXPECT_EQ(Call(FUSE_READLINK, 9999, Args()).error(), ENOENT);
+  EXPECT_EQ(Call(FUSE_SYMLINK, FUSE_ROOT_ID, Args().Name("etc").Name("/x")).error(), EEXIST);
+  EXPECT_EQ(Call(FUSE_SYMLINK, FUSE_ROOT_ID, Args().Name("long").Name(std::string(4096, 'a'))).error(), EINVAL);
+  EXPECT_EQ(Call(FUSE_SYMLINK, FUSE_ROOT_ID, Args().Name("a/b").Name("/etc")).error(), EINVAL);
+  EXPECT_EQ(Call(FUSE_SYMLINK, FUSE_ROOT_ID, Args().Name("nolink")).error(), EINVAL);
   EXPECT_EQ(ScratchShare::ReadFile(scratch_.outside() + "/secret"), "secret");
 }
 
@@ -624,6 +655,7 @@ TEST_F(FsServerTest, StatfsAccessFallocateLseek) {
   ASSERT_EQ(r.error(), 0);
   EXPECT_GT(r.As<fuse_statfs_out>().st.bsize, 0u);
   EXPECT_EQ(r.As<fuse_statfs_out>().st.namelen, 255u);
+  EXPECT_EQ(Call(FUSE_STATFS, 31337, Args()).error(), ENOENT);
   fuse_access_in a = {R_OK | X_OK, 0};
   EXPECT_EQ(Call(FUSE_ACCESS, FUSE_ROOT_ID, Args().Add(a)).error(), 0);
   a.mask = 0x100;
