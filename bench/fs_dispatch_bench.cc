@@ -168,7 +168,8 @@ void BM_FsDeviceRead4K(benchmark::State& state) {
   auto dev = FsDevice::Create(c).value();
   GuestMemory mem = GuestMemory::Create({{0, 2 * virtio::testing::FakeDriver::kMemSize}}).value();
   virtio::testing::FakeDriver hiprio(mem, 0, 64, FsDevice::kQueueSize);
-  virtio::testing::FakeDriver req(mem, virtio::testing::FakeDriver::kMemSize, 64, FsDevice::kQueueSize);
+  virtio::testing::FakeDriver req(mem, virtio::testing::FakeDriver::kMemSize, 64,
+                                  FsDevice::kQueueSize);
   NullInterrupt irq;
   if (!dev->Activate({&mem, {&hiprio.queue(), &req.queue()}, 0, &irq}).ok()) {
     return state.SkipWithError("activate failed");

@@ -20,10 +20,9 @@ absl::Status ValidateFsConfig(const FsConfig& config) {
         absl::StrCat("virtio-fs ", config.tag, ": no shared directory given (TAG=DIR)"));
   }
   if (config.num_request_queues == 0 || config.num_request_queues > FsConfig::kMaxRequestQueues) {
-    return absl::InvalidArgumentError(absl::StrCat("virtio-fs ", config.tag, ": ",
-                                                   config.num_request_queues,
-                                                   " request queues; use 1..",
-                                                   FsConfig::kMaxRequestQueues));
+    return absl::InvalidArgumentError(
+        absl::StrCat("virtio-fs ", config.tag, ": ", config.num_request_queues,
+                     " request queues; use 1..", FsConfig::kMaxRequestQueues));
   }
   if (config.max_inodes < 2 || config.max_handles == 0) {
     return absl::InvalidArgumentError(
@@ -55,9 +54,9 @@ absl::StatusOr<FsConfig> ParseShareSpec(absl::string_view spec) {
     } else if (p == "cache=always") {
       config.cache = CachePolicy::kAlways;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "share '", spec, "': unknown option '", p,
-          "' (known: cache=never|auto|always, ro, writeback)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("share '", spec, "': unknown option '", p,
+                       "' (known: cache=never|auto|always, ro, writeback)"));
     }
   }
   absl::Status s = ValidateFsConfig(config);

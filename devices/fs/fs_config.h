@@ -29,9 +29,9 @@ struct FsConfig {
   std::string shared_dir;  // host directory the guest sees as the root of the mount
   uint32_t num_request_queues = 1;
   CachePolicy cache = CachePolicy::kAuto;
-  bool read_only = false;  // every modifying request answers EROFS
-  bool writeback = false;  // offer FUSE_WRITEBACK_CACHE
-  size_t max_inodes = 1 << 20;  // inode table bound (lookups beyond it answer ENFILE)
+  bool read_only = false;        // every modifying request answers EROFS
+  bool writeback = false;        // offer FUSE_WRITEBACK_CACHE
+  size_t max_inodes = 1 << 20;   // inode table bound (lookups beyond it answer ENFILE)
   size_t max_handles = 1 << 16;  // open file/dir bound (opens beyond it answer ENFILE)
 };
 

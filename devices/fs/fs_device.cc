@@ -41,12 +41,15 @@ class ChainSink : public ReplySink {
   bool PayloadBuffers(uint64_t offset, uint64_t len, std::vector<iovec>* iov) override {
     if (offset > capacity_ || len > capacity_ - offset) return false;
     iov->clear();
-    return ForEachPiece(offset, len, [&](uint64_t gpa, uint64_t n) {
-             absl::StatusOr<absl::Span<uint8_t>> slice = memory_->Slice(gpa, n);
-             if (!slice.ok()) return false;  // spans two regions: the server copies instead
-             iov->push_back({slice->data(), slice->size()});
-             return true;
-           }).ok();
+    return ForEachPiece(offset, len,
+                        [&](uint64_t gpa, uint64_t n) {
+                          absl::StatusOr<absl::Span<uint8_t>> slice = memory_->Slice(gpa, n);
+                          if (!slice.ok())
+                            return false;  // spans two regions: the server copies instead
+                          iov->push_back({slice->data(), slice->size()});
+                          return true;
+                        })
+        .ok();
   }
   absl::Status Advance(uint64_t len) override {
     if (len > capacity_ - pos_) return absl::OutOfRangeError("virtio-fs reply: chain full");
@@ -90,7 +93,8 @@ absl::StatusOr<std::unique_ptr<FsDevice>> FsDevice::Create(const FsConfig& confi
 FsDevice::FsDevice(FsConfig config, std::unique_ptr<FuseServer> server)
     : config_(std::move(config)), server_(std::move(server)) {
   std::memset(&fs_config_, 0, sizeof(fs_config_));
-  std::memcpy(fs_config_.tag, config_.tag.data(), std::min(config_.tag.size(), sizeof(fs_config_.tag)));
+  std::memcpy(fs_config_.tag, config_.tag.data(),
+              std::min(config_.tag.size(), sizeof(fs_config_.tag)));
   fs_config_.num_request_queues = config_.num_request_queues;
   pending_.assign(1 + config_.num_request_queues, false);
   broken_.assign(1 + config_.num_request_queues, false);

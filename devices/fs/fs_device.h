@@ -35,10 +35,10 @@ namespace vessel::fs {
 
 // What the device did (a snapshot); the FUSE-level counters are FuseServer::counters().
 struct FsDeviceCounters {
-  uint64_t chains = 0;          // chains answered (used entries added)
-  uint64_t empty_replies = 0;   // chains returned with length 0 (no reply / no room for one)
-  uint64_t oversized = 0;       // requests longer than kMaxRequestBytes (truncated: EINVAL reply)
-  uint64_t broken_queues = 0;   // DEVICE_NEEDS_RESET raised
+  uint64_t chains = 0;         // chains answered (used entries added)
+  uint64_t empty_replies = 0;  // chains returned with length 0 (no reply / no room for one)
+  uint64_t oversized = 0;      // requests longer than kMaxRequestBytes (truncated: EINVAL reply)
+  uint64_t broken_queues = 0;  // DEVICE_NEEDS_RESET raised
 };
 
 class FsDevice : public virtio::VirtioDevice {

@@ -172,9 +172,15 @@ FuseServer::FuseServer(FsConfig config, uint32_t max_write, ScopedFd root, Scope
                        const struct stat& root_st)
     : config_(std::move(config)), max_write_(max_write), proc_fd_(std::move(proc_fd)) {
   switch (config_.cache) {
-    case CachePolicy::kNever: entry_timeout_s_ = 0; break;
-    case CachePolicy::kAuto: entry_timeout_s_ = 1; break;
-    case CachePolicy::kAlways: entry_timeout_s_ = 86400; break;
+    case CachePolicy::kNever:
+      entry_timeout_s_ = 0;
+      break;
+    case CachePolicy::kAuto:
+      entry_timeout_s_ = 1;
+      break;
+    case CachePolicy::kAlways:
+      entry_timeout_s_ = 86400;
+      break;
   }
   auto inode = std::make_shared<Inode>();
   inode->fd = std::move(root);
@@ -227,9 +233,7 @@ std::shared_ptr<FuseServer::Handle> FuseServer::GetHandle(uint64_t fh) const {
   return it == handles_.end() ? nullptr : it->second;
 }
 
-std::string FuseServer::ProcPath(const Inode& inode) const {
-  return absl::StrCat(inode.fd.get());
-}
+std::string FuseServer::ProcPath(const Inode& inode) const { return absl::StrCat(inode.fd.get()); }
 
 int FuseServer::Reopen(const Inode& inode, int flags) const {
   if (S_ISLNK(inode.type)) return -ELOOP;
@@ -375,14 +379,21 @@ uint32_t FuseServer::HandleRequest(absl::Span<const uint8_t> in, ReplySink& out)
   }
   rq.args = in.subspan(sizeof(fuse_in_header));
   rq.sink = &out;
-  rq.reply_room = out.capacity() > sizeof(fuse_out_header) ? out.capacity() - sizeof(fuse_out_header) : 0;
+  rq.reply_room =
+      out.capacity() > sizeof(fuse_out_header) ? out.capacity() - sizeof(fuse_out_header) : 0;
 
   // Requests without a reply.
   switch (opcode) {
-    case FUSE_FORGET: OpForget(rq); return 0;
-    case FUSE_BATCH_FORGET: OpBatchForget(rq); return 0;
-    case FUSE_INTERRUPT: return 0;  // every request completes synchronously
-    default: break;
+    case FUSE_FORGET:
+      OpForget(rq);
+      return 0;
+    case FUSE_BATCH_FORGET:
+      OpBatchForget(rq);
+      return 0;
+    case FUSE_INTERRUPT:
+      return 0;  // every request completes synchronously
+    default:
+      break;
   }
 
   Reply reply;
@@ -400,35 +411,89 @@ uint32_t FuseServer::HandleRequest(absl::Span<const uint8_t> in, ReplySink& out)
     err = EROFS;
   } else {
     switch (opcode) {
-      case FUSE_DESTROY: Reset(); break;
-      case FUSE_LOOKUP: err = OpLookup(rq, reply); break;
-      case FUSE_GETATTR: err = OpGetattr(rq, reply); break;
-      case FUSE_SETATTR: err = OpSetattr(rq, reply); break;
-      case FUSE_READLINK: err = OpReadlink(rq, reply); break;
-      case FUSE_SYMLINK: err = OpSymlink(rq, reply); break;
-      case FUSE_MKNOD: err = OpMknod(rq, reply); break;
-      case FUSE_MKDIR: err = OpMkdir(rq, reply); break;
-      case FUSE_UNLINK: err = OpUnlink(rq, false); break;
-      case FUSE_RMDIR: err = OpUnlink(rq, true); break;
-      case FUSE_RENAME: err = OpRename(rq, false); break;
-      case FUSE_RENAME2: err = OpRename(rq, true); break;
-      case FUSE_LINK: err = OpLink(rq, reply); break;
-      case FUSE_OPEN: err = OpOpen(rq, reply, false); break;
-      case FUSE_OPENDIR: err = OpOpen(rq, reply, true); break;
-      case FUSE_CREATE: err = OpCreate(rq, reply); break;
-      case FUSE_READ: err = OpRead(rq, reply); break;
-      case FUSE_WRITE: err = OpWrite(rq, reply); break;
-      case FUSE_FLUSH: err = OpFlush(rq); break;
+      case FUSE_DESTROY:
+        Reset();
+        break;
+      case FUSE_LOOKUP:
+        err = OpLookup(rq, reply);
+        break;
+      case FUSE_GETATTR:
+        err = OpGetattr(rq, reply);
+        break;
+      case FUSE_SETATTR:
+        err = OpSetattr(rq, reply);
+        break;
+      case FUSE_READLINK:
+        err = OpReadlink(rq, reply);
+        break;
+      case FUSE_SYMLINK:
+        err = OpSymlink(rq, reply);
+        break;
+      case FUSE_MKNOD:
+        err = OpMknod(rq, reply);
+        break;
+      case FUSE_MKDIR:
+        err = OpMkdir(rq, reply);
+        break;
+      case FUSE_UNLINK:
+        err = OpUnlink(rq, false);
+        break;
+      case FUSE_RMDIR:
+        err = OpUnlink(rq, true);
+        break;
+      case FUSE_RENAME:
+        err = OpRename(rq, false);
+        break;
+      case FUSE_RENAME2:
+        err = OpRename(rq, true);
+        break;
+      case FUSE_LINK:
+        err = OpLink(rq, reply);
+        break;
+      case FUSE_OPEN:
+        err = OpOpen(rq, reply, false);
+        break;
+      case FUSE_OPENDIR:
+        err = OpOpen(rq, reply, true);
+        break;
+      case FUSE_CREATE:
+        err = OpCreate(rq, reply);
+        break;
+      case FUSE_READ:
+        err = OpRead(rq, reply);
+        break;
+      case FUSE_WRITE:
+        err = OpWrite(rq, reply);
+        break;
+      case FUSE_FLUSH:
+        err = OpFlush(rq);
+        break;
       case FUSE_RELEASE:
-      case FUSE_RELEASEDIR: err = OpRelease(rq); break;
+      case FUSE_RELEASEDIR:
+        err = OpRelease(rq);
+        break;
       case FUSE_FSYNC:
-      case FUSE_FSYNCDIR: err = OpFsync(rq); break;
-      case FUSE_READDIR: err = OpReaddir(rq, reply, false); break;
-      case FUSE_READDIRPLUS: err = OpReaddir(rq, reply, true); break;
-      case FUSE_STATFS: err = OpStatfs(rq, reply); break;
-      case FUSE_ACCESS: err = OpAccess(rq); break;
-      case FUSE_FALLOCATE: err = OpFallocate(rq); break;
-      case FUSE_LSEEK: err = OpLseek(rq, reply); break;
+      case FUSE_FSYNCDIR:
+        err = OpFsync(rq);
+        break;
+      case FUSE_READDIR:
+        err = OpReaddir(rq, reply, false);
+        break;
+      case FUSE_READDIRPLUS:
+        err = OpReaddir(rq, reply, true);
+        break;
+      case FUSE_STATFS:
+        err = OpStatfs(rq, reply);
+        break;
+      case FUSE_ACCESS:
+        err = OpAccess(rq);
+        break;
+      case FUSE_FALLOCATE:
+        err = OpFallocate(rq);
+        break;
+      case FUSE_LSEEK:
+        err = OpLseek(rq, reply);
+        break;
       default:
         // Extended attributes, locks, ioctl, poll, DAX mappings...: not offered.
         ++counters_.unsupported;
@@ -473,8 +538,8 @@ int FuseServer::OpInit(Request& rq, Reply& reply) {
   const uint32_t minor = std::min(kOurMinor, in.minor);
   out.minor = minor;
   out.max_readahead = in.max_readahead;
-  uint32_t want = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_DO_READDIRPLUS |
-                  FUSE_READDIRPLUS_AUTO | FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES;
+  uint32_t want = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO |
+                  FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES;
   if (config_.writeback) want |= FUSE_WRITEBACK_CACHE;
   out.flags = in.flags & want;
   out.max_background = 64;
@@ -575,7 +640,7 @@ int FuseServer::OpSetattr(Request& rq, Reply& reply) {
   const bool is_link = S_ISLNK(inode->type);
   const std::string proc = ProcPath(*inode);
   if (in.valid & FATTR_MODE) {
-    int r = handle ? fchmod(handle->fd.get(), in.mode & 07777)
+    int r = handle    ? fchmod(handle->fd.get(), in.mode & 07777)
             : is_link ? (errno = EOPNOTSUPP, -1)
                       : fchmodat(proc_fd_.get(), proc.c_str(), in.mode & 07777, 0);
     if (r != 0) return errno;
@@ -611,7 +676,8 @@ int FuseServer::OpSetattr(Request& rq, Reply& reply) {
       ts[1].tv_nsec = (in.valid & FATTR_MTIME_NOW) ? UTIME_NOW : in.mtimensec;
     }
     for (const timespec& t : ts) {
-      if (t.tv_nsec != UTIME_NOW && t.tv_nsec != UTIME_OMIT && (t.tv_nsec < 0 || t.tv_nsec >= 1000000000)) {
+      if (t.tv_nsec != UTIME_NOW && t.tv_nsec != UTIME_OMIT &&
+          (t.tv_nsec < 0 || t.tv_nsec >= 1000000000)) {
         return EINVAL;
       }
     }
@@ -997,7 +1063,8 @@ int FuseServer::OpFallocate(Request& rq) {
   if (!rq.Get(&in)) return EINVAL;
   std::shared_ptr<Handle> handle = GetHandle(in.fh);
   if (handle == nullptr || handle->dir) return EBADF;
-  if (in.offset > static_cast<uint64_t>(INT64_MAX) || in.length > static_cast<uint64_t>(INT64_MAX)) {
+  if (in.offset > static_cast<uint64_t>(INT64_MAX) ||
+      in.length > static_cast<uint64_t>(INT64_MAX)) {
     return EINVAL;
   }
   return fallocate(handle->fd.get(), static_cast<int>(in.mode), static_cast<off_t>(in.offset),

@@ -76,11 +76,11 @@ class BufferSink : public ReplySink {
 
 struct FuseCounters {
   std::atomic<uint64_t> requests{0};
-  std::atomic<uint64_t> error_replies{0};   // replies with a non-zero error
-  std::atomic<uint64_t> malformed{0};       // bad lengths, names, unknown nodeids / handles
-  std::atomic<uint64_t> unanswerable{0};    // sink too small for a fuse_out_header
-  std::atomic<uint64_t> unsupported{0};     // ENOSYS
-  std::atomic<uint64_t> table_full{0};      // ENFILE from the inode or handle table
+  std::atomic<uint64_t> error_replies{0};  // replies with a non-zero error
+  std::atomic<uint64_t> malformed{0};      // bad lengths, names, unknown nodeids / handles
+  std::atomic<uint64_t> unanswerable{0};   // sink too small for a fuse_out_header
+  std::atomic<uint64_t> unsupported{0};    // ENOSYS
+  std::atomic<uint64_t> table_full{0};     // ENFILE from the inode or handle table
   std::atomic<uint64_t> bytes_read{0};
   std::atomic<uint64_t> reads_in_place{0};  // READs read straight into the sink's buffers
   std::atomic<uint64_t> bytes_written{0};

@@ -35,9 +35,7 @@ class CountingInterrupt : public virtio::Interrupt {
   std::atomic<int> used{0}, config{0}, needs_reset{0};
 };
 
-GuestMemory MakeMemory() {
-  return GuestMemory::Create({{0, 2 * FakeDriver::kMemSize}}).value();
-}
+GuestMemory MakeMemory() { return GuestMemory::Create({{0, 2 * FakeDriver::kMemSize}}).value(); }
 
 class FsDeviceTest : public ::testing::Test {
  protected:
@@ -135,7 +133,8 @@ class FsDeviceTest : public ::testing::Test {
 TEST_F(FsDeviceTest, IdentityConfigAndQueues) {
   EXPECT_EQ(dev_->device_type(), static_cast<uint32_t>(VIRTIO_ID_FS));
   EXPECT_TRUE(dev_->device_features() & (1ull << VIRTIO_F_VERSION_1));
-  EXPECT_EQ(dev_->queue_max_sizes(), (std::vector<uint16_t>{FsDevice::kQueueSize, FsDevice::kQueueSize}));
+  EXPECT_EQ(dev_->queue_max_sizes(),
+            (std::vector<uint16_t>{FsDevice::kQueueSize, FsDevice::kQueueSize}));
   virtio_fs_config cfg = {};
   dev_->ReadConfig(0, absl::MakeSpan(reinterpret_cast<uint8_t*>(&cfg), sizeof(cfg)));
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(cfg.tag), 4), "myfs");
@@ -151,7 +150,8 @@ TEST_F(FsDeviceTest, IdentityConfigAndQueues) {
 
 TEST_F(FsDeviceTest, InitLookupOpenReadThroughTheIoThread) {
   Init();
-  std::vector<uint8_t> r = Roundtrip(BuildRequest(FUSE_LOOKUP, FUSE_ROOT_ID, Args().Name("hello"), 2), {4096});
+  std::vector<uint8_t> r =
+      Roundtrip(BuildRequest(FUSE_LOOKUP, FUSE_ROOT_ID, Args().Name("hello"), 2), {4096});
   ASSERT_EQ(Header(r).error, 0);
   const uint64_t nodeid = Payload<fuse_entry_out>(r).nodeid;
   EXPECT_EQ(Payload<fuse_entry_out>(r).attr.size, 19u);
@@ -182,7 +182,8 @@ TEST_F(FsDeviceTest, LargeReadLandsInPlaceAcrossBuffers) {
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 26);
   ScratchShare::WriteFile(scratch_.share() + "/big", big);
   Init();
-  std::vector<uint8_t> r = Roundtrip(BuildRequest(FUSE_LOOKUP, FUSE_ROOT_ID, Args().Name("big"), 2), {4096});
+  std::vector<uint8_t> r =
+      Roundtrip(BuildRequest(FUSE_LOOKUP, FUSE_ROOT_ID, Args().Name("big"), 2), {4096});
   const uint64_t nodeid = Payload<fuse_entry_out>(r).nodeid;
   r = Roundtrip(BuildRequest(FUSE_OPEN, nodeid, Args().Add(fuse_open_in{O_RDONLY, 0}), 3), {4096});
   fuse_read_in rin = {};
@@ -191,15 +192,18 @@ TEST_F(FsDeviceTest, LargeReadLandsInPlaceAcrossBuffers) {
   rin.size = 150 * 1024;
   uint32_t used = 0;
   // The header and the data share the first buffer; the data runs on over two more.
-  r = Roundtrip(BuildRequest(FUSE_READ, nodeid, Args().Add(rin), 4), {100, 70 * 1024, 80 * 1024}, &used);
+  r = Roundtrip(BuildRequest(FUSE_READ, nodeid, Args().Add(rin), 4), {100, 70 * 1024, 80 * 1024},
+                &used);
   ASSERT_EQ(Header(r).error, 0);
   EXPECT_EQ(used, sizeof(fuse_out_header) + rin.size);
   EXPECT_EQ(Header(r).len, used);
-  EXPECT_TRUE(std::string(r.begin() + sizeof(fuse_out_header), r.end()) == big.substr(1000, rin.size));
+  EXPECT_TRUE(std::string(r.begin() + sizeof(fuse_out_header), r.end()) ==
+              big.substr(1000, rin.size));
   EXPECT_EQ(dev_->server().counters().reads_in_place.load(), 1u);
   // Near EOF: a short read.
   rin.offset = big.size() - 10;
-  r = Roundtrip(BuildRequest(FUSE_READ, nodeid, Args().Add(rin), 5), {100, 70 * 1024, 80 * 1024}, &used);
+  r = Roundtrip(BuildRequest(FUSE_READ, nodeid, Args().Add(rin), 5), {100, 70 * 1024, 80 * 1024},
+                &used);
   EXPECT_EQ(used, sizeof(fuse_out_header) + 10);
   EXPECT_EQ(std::string(r.begin() + sizeof(fuse_out_header), r.end()), big.substr(big.size() - 10));
   // Larger than the writable buffers: EINVAL, nothing read.
@@ -214,7 +218,8 @@ TEST_F(FsDeviceTest, WriteThroughTheQueue) {
   fuse_create_in ci = {};
   ci.flags = O_RDWR;
   ci.mode = 0644;
-  std::vector<uint8_t> r = Roundtrip(BuildRequest(FUSE_CREATE, FUSE_ROOT_ID, Args().Add(ci).Name("w"), 2), {4096});
+  std::vector<uint8_t> r =
+      Roundtrip(BuildRequest(FUSE_CREATE, FUSE_ROOT_ID, Args().Add(ci).Name("w"), 2), {4096});
   ASSERT_EQ(Header(r).error, 0);
   const uint64_t nodeid = Payload<fuse_entry_out>(r).nodeid;
   fuse_open_out oo;
@@ -238,11 +243,13 @@ TEST_F(FsDeviceTest, ChainTooSmallForAReplyIsReturnedEmptyAndServingGoesOn) {
   EXPECT_EQ(dev_->counters().empty_replies, 2u);
   EXPECT_EQ(dev_->server().counters().unanswerable.load(), 2u);
   // Header len disagreeing with the readable bytes.
-  std::vector<uint8_t> req = BuildRequest(FUSE_GETATTR, FUSE_ROOT_ID, Args().Add(fuse_getattr_in{}), 10);
+  std::vector<uint8_t> req =
+      BuildRequest(FUSE_GETATTR, FUSE_ROOT_ID, Args().Add(fuse_getattr_in{}), 10);
   req.resize(req.size() + 16);
   std::vector<uint8_t> r = Roundtrip(req, {4096});
   EXPECT_EQ(Header(r).error, -EINVAL);
-  r = Roundtrip(BuildRequest(FUSE_GETATTR, FUSE_ROOT_ID, Args().Add(fuse_getattr_in{}), 11), {4096});
+  r = Roundtrip(BuildRequest(FUSE_GETATTR, FUSE_ROOT_ID, Args().Add(fuse_getattr_in{}), 11),
+                {4096});
   EXPECT_EQ(Header(r).error, 0);
   EXPECT_EQ(Header(r).unique, 11u);
   EXPECT_EQ(irq_.needs_reset.load(), 0);
@@ -262,7 +269,8 @@ TEST_F(FsDeviceTest, MalformedChainNeedsReset) {
 
 TEST_F(FsDeviceTest, ResetDropsInodesAndHandles) {
   Init();
-  std::vector<uint8_t> r = Roundtrip(BuildRequest(FUSE_LOOKUP, FUSE_ROOT_ID, Args().Name("hello"), 2), {4096});
+  std::vector<uint8_t> r =
+      Roundtrip(BuildRequest(FUSE_LOOKUP, FUSE_ROOT_ID, Args().Name("hello"), 2), {4096});
   const uint64_t nodeid = Payload<fuse_entry_out>(r).nodeid;
   Roundtrip(BuildRequest(FUSE_OPEN, nodeid, Args().Add(fuse_open_in{O_RDONLY, 0}), 3), {4096});
   EXPECT_EQ(dev_->server().inode_count(), 2u);

@@ -1,6 +1,4 @@
 // The FUSE passthrough server driven directly with built requests over a scratch share.
-#include "devices/fs/fuse_server.h"
-
 #include <fcntl.h>
 #include <linux/fuse.h>
 #include <sys/stat.h>
@@ -15,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "devices/fs/fuse_server.h"
 #include "gtest/gtest.h"
 #include "tests/devices/fs_test_util.h"
 
@@ -142,7 +141,8 @@ class FsServerTest : public ::testing::Test {
           at += sizeof(fuse_entry_out);
         }
         std::memcpy(&d, r.payload.data() + at, FUSE_NAME_OFFSET);
-        names.insert(std::string(reinterpret_cast<const char*>(r.payload.data() + at + FUSE_NAME_OFFSET), d.namelen));
+        names.insert(std::string(
+            reinterpret_cast<const char*>(r.payload.data() + at + FUSE_NAME_OFFSET), d.namelen));
         offset = d.off;
         pos = plus ? pos + FUSE_DIRENT_ALIGN(FUSE_NAME_OFFSET_DIRENTPLUS + d.namelen)
                    : pos + FUSE_DIRENT_ALIGN(FUSE_NAME_OFFSET + d.namelen);
@@ -186,7 +186,7 @@ TEST_F(FsServerTest, InitMajorMismatch) {
   EXPECT_EQ(Call(FUSE_INIT, 0, Args().Add(InitIn(6, 0))).error(), EPROTO);
   Result r = Call(FUSE_INIT, 0, Args().Add(InitIn(8, 0)));
   ASSERT_EQ(r.error(), 0);
-  EXPECT_EQ(r.As<uint32_t>(), 7u);  // "speak 7"
+  EXPECT_EQ(r.As<uint32_t>(), 7u);                                         // "speak 7"
   EXPECT_EQ(Call(FUSE_INIT, 0, Args().Add(uint32_t{7})).error(), EINVAL);  // truncated
 }
 
@@ -232,7 +232,7 @@ TEST_F(FsServerTest, LookupGetattrAndForget) {
   ASSERT_GT(e.nodeid, FUSE_ROOT_ID);
   EXPECT_EQ(e.attr.size, 5u);
   EXPECT_TRUE(S_ISREG(e.attr.mode));
-  EXPECT_EQ(e.entry_valid, 1u);  // cache=auto
+  EXPECT_EQ(e.entry_valid, 1u);                           // cache=auto
   EXPECT_EQ(Lookup(FUSE_ROOT_ID, "a").nodeid, e.nodeid);  // same inode, same nodeid
   EXPECT_EQ(server_->lookup_count(e.nodeid), 2u);
 
@@ -389,7 +389,8 @@ TEST_F(FsServerTest, MalformedHeaders) {
   Result r = Send(std::vector<uint8_t>(10, 0));
   EXPECT_EQ(r.error(), EINVAL);
   // len disagreeing with the bytes carried.
-  std::vector<uint8_t> req = BuildRequest(FUSE_GETATTR, FUSE_ROOT_ID, Args().Add(fuse_getattr_in{}), 99);
+  std::vector<uint8_t> req =
+      BuildRequest(FUSE_GETATTR, FUSE_ROOT_ID, Args().Add(fuse_getattr_in{}), 99);
   std::vector<uint8_t> longer = req;
   longer.push_back(0);
   r = Send(longer);
@@ -407,7 +408,9 @@ TEST_F(FsServerTest, MalformedHeaders) {
   EXPECT_EQ(r.error(), ERANGE);
   // Unknown opcode, xattrs, interrupt; the server keeps serving.
   EXPECT_EQ(Call(9999, FUSE_ROOT_ID, Args()).error(), ENOSYS);
-  EXPECT_EQ(Call(FUSE_GETXATTR, FUSE_ROOT_ID, Args().Add(fuse_getxattr_in{}).Name("user.x")).error(), ENOSYS);
+  EXPECT_EQ(
+      Call(FUSE_GETXATTR, FUSE_ROOT_ID, Args().Add(fuse_getxattr_in{}).Name("user.x")).error(),
+      ENOSYS);
   EXPECT_EQ(Call(FUSE_LISTXATTR, FUSE_ROOT_ID, Args().Add(fuse_getxattr_in{})).error(), ENOSYS);
   EXPECT_EQ(Call(FUSE_INTERRUPT, 0, Args().Add(fuse_interrupt_in{})).used, 0u);
   // BATCH_FORGET whose count exceeds the entries sent.
@@ -539,9 +542,12 @@ TEST_F(FsServerTest, RenameAndRename2) {
   EXPECT_EQ(Call(FUSE_RENAME2, FUSE_ROOT_ID, Args().Add(r2).Name("b").Name("c")).error(), EINVAL);
   // Names with '/' (an attempt to move a file out of the share) and ".." are refused.
   rn.newdir = FUSE_ROOT_ID;
-  EXPECT_EQ(Call(FUSE_RENAME, FUSE_ROOT_ID, Args().Add(rn).Name("b").Name("../outside/b")).error(), EINVAL);
+  EXPECT_EQ(Call(FUSE_RENAME, FUSE_ROOT_ID, Args().Add(rn).Name("b").Name("../outside/b")).error(),
+            EINVAL);
   EXPECT_EQ(Call(FUSE_RENAME, FUSE_ROOT_ID, Args().Add(rn).Name("b").Name("..")).error(), EINVAL);
-  EXPECT_EQ(Call(FUSE_RENAME, FUSE_ROOT_ID, Args().Add(rn).Name("../outside/secret").Name("s")).error(), EINVAL);
+  EXPECT_EQ(
+      Call(FUSE_RENAME, FUSE_ROOT_ID, Args().Add(rn).Name("../outside/secret").Name("s")).error(),
+      EINVAL);
   rn.newdir = 4444;
   EXPECT_EQ(Call(FUSE_RENAME, FUSE_ROOT_ID, Args().Add(rn).Name("b").Name("x")).error(), ENOENT);
   EXPECT_TRUE(std::filesystem::exists(S("b")));
@@ -617,7 +623,9 @@ TEST_F(FsServerTest, SymlinkReadlinkAndNeverFollowed) {
   EXPECT_EQ(Call(FUSE_READLINK, FUSE_ROOT_ID, Args()).error(), EINVAL);  // not a link
   EXPECT_EQ(Call(FUSE_READLINK, 9999, Args()).error(), ENOENT);
   EXPECT_EQ(Call(FUSE_SYMLINK, FUSE_ROOT_ID, Args().Name("etc").Name("/x")).error(), EEXIST);
-  EXPECT_EQ(Call(FUSE_SYMLINK, FUSE_ROOT_ID, Args().Name("long").Name(std::string(4096, 'a'))).error(), EINVAL);
+  EXPECT_EQ(
+      Call(FUSE_SYMLINK, FUSE_ROOT_ID, Args().Name("long").Name(std::string(4096, 'a'))).error(),
+      EINVAL);
   EXPECT_EQ(Call(FUSE_SYMLINK, FUSE_ROOT_ID, Args().Name("a/b").Name("/etc")).error(), EINVAL);
   EXPECT_EQ(Call(FUSE_SYMLINK, FUSE_ROOT_ID, Args().Name("nolink")).error(), EINVAL);
   EXPECT_EQ(ScratchShare::ReadFile(scratch_.outside() + "/secret"), "secret");
@@ -701,7 +709,8 @@ TEST_F(FsServerTest, ReadOnlyShareRefusesWrites) {
   EXPECT_EQ(Write(f.nodeid, fh, 0, "x").error(), EROFS);
   Create(FUSE_ROOT_ID, "n", O_RDWR, &err);
   EXPECT_EQ(err, EROFS);
-  EXPECT_EQ(Call(FUSE_MKDIR, FUSE_ROOT_ID, Args().Add(fuse_mkdir_in{0755, 0}).Name("d")).error(), EROFS);
+  EXPECT_EQ(Call(FUSE_MKDIR, FUSE_ROOT_ID, Args().Add(fuse_mkdir_in{0755, 0}).Name("d")).error(),
+            EROFS);
   EXPECT_EQ(Call(FUSE_UNLINK, FUSE_ROOT_ID, Args().Name("f")).error(), EROFS);
   fuse_setattr_in sa = {};
   sa.valid = FATTR_SIZE;
