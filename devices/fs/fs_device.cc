@@ -96,9 +96,12 @@ FsDevice::FsDevice(FsConfig config, std::unique_ptr<FuseServer> server)
   std::memcpy(fs_config_.tag, config_.tag.data(),
               std::min(config_.tag.size(), sizeof(fs_config_.tag)));
   fs_config_.num_request_queues = config_.num_request_queues;
-  pending_.assign(1 + config_.num_request_queues, false);
-  broken_.assign(1 + config_.num_request_queues, false);
-  io_thread_ = std::thread([this] { IoThread(); });
+  for (uint32_t i = 0; i < 1 + config_.num_request_queues; ++i) {
+    workers_.push_back(std::make_unique<Worker>());
+  }
+  for (uint16_t i = 0; i < workers_.size(); ++i) {
+    workers_[i]->thread = std::thread([this, i] { IoThread(i); });
+  }
 }
 
 FsDevice::~FsDevice() {
@@ -107,7 +110,7 @@ FsDevice::~FsDevice() {
     stopping_ = true;
   }
   cv_.notify_all();
-  io_thread_.join();
+  for (const std::unique_ptr<Worker>& w : workers_) w->thread.join();
 }
 
 uint32_t FsDevice::device_type() const { return VIRTIO_ID_FS; }
@@ -133,10 +136,10 @@ void FsDevice::WriteConfig(uint64_t, absl::Span<const uint8_t>) {
 }
 
 absl::Status FsDevice::Activate(const virtio::ActivateContext& context) {
-  if (context.queues.size() != pending_.size()) {
+  if (context.queues.size() != workers_.size()) {
     return absl::FailedPreconditionError(
         absl::StrCat("virtio-fs ", config_.tag, ": driver set up ", context.queues.size(),
-                     " queues, the device has ", pending_.size(), " (hiprio + ",
+                     " queues, the device has ", workers_.size(), " (hiprio + ",
                      config_.num_request_queues, " request queues)"));
   }
   for (size_t i = 0; i < context.queues.size(); ++i) {
@@ -148,16 +151,18 @@ absl::Status FsDevice::Activate(const virtio::ActivateContext& context) {
   std::lock_guard lock(mu_);
   ctx_ = context;
   active_ = true;
-  std::fill(pending_.begin(), pending_.end(), false);
-  std::fill(broken_.begin(), broken_.end(), false);
+  for (const std::unique_ptr<Worker>& w : workers_) {
+    w->pending = false;
+    w->broken = false;
+  }
   return absl::OkStatus();
 }
 
 void FsDevice::NotifyQueue(uint16_t index) {
   {
     std::lock_guard lock(mu_);
-    if (!active_ || index >= pending_.size()) return;
-    pending_[index] = true;
+    if (!active_ || index >= workers_.size()) return;
+    workers_[index]->pending = true;
   }
   cv_.notify_all();
 }
@@ -165,9 +170,9 @@ void FsDevice::NotifyQueue(uint16_t index) {
 void FsDevice::Reset() {
   {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [this] { return !busy_; });  // the request in flight finishes first
+    cv_.wait(lock, [this] { return busy_ == 0; });  // requests in flight finish first
     active_ = false;
-    std::fill(pending_.begin(), pending_.end(), false);
+    for (const std::unique_ptr<Worker>& w : workers_) w->pending = false;
     ctx_ = virtio::ActivateContext{};
   }
   server_->Reset();
@@ -182,29 +187,24 @@ FsDeviceCounters FsDevice::counters() const {
   return c;
 }
 
-void FsDevice::IoThread() {
+void FsDevice::IoThread(uint16_t index) {
+  Worker& worker = *workers_[index];
   std::unique_lock lock(mu_);
   for (;;) {
-    cv_.wait(lock, [this] {
-      return stopping_ ||
-             (active_ && std::find(pending_.begin(), pending_.end(), true) != pending_.end());
-    });
+    cv_.wait(lock, [&] { return stopping_ || (active_ && worker.pending); });
     if (stopping_) return;
-    std::vector<bool> work = pending_;
-    std::fill(pending_.begin(), pending_.end(), false);
-    busy_ = true;
+    worker.pending = false;
+    ++busy_;
     lock.unlock();
-    for (uint16_t i = 0; i < work.size(); ++i) {
-      if (work[i]) ProcessQueue(i);
-    }
+    ProcessQueue(index);
     lock.lock();
-    busy_ = false;
+    --busy_;
     cv_.notify_all();
   }
 }
 
 void FsDevice::Broken(uint16_t index, absl::string_view what, const absl::Status& status) {
-  broken_[index] = true;
+  workers_[index]->broken = true;
   ++broken_queues_;
   LogWarning("virtio-fs ", config_.tag, ": queue ", index, " ", what,
              ", stopped until the driver resets the device: ", status.message());
@@ -212,7 +212,7 @@ void FsDevice::Broken(uint16_t index, absl::string_view what, const absl::Status
 }
 
 void FsDevice::ProcessQueue(uint16_t index) {
-  if (index >= ctx_.queues.size() || broken_[index]) return;
+  if (index >= ctx_.queues.size() || workers_[index]->broken) return;
   virtio::Queue* queue = ctx_.queues[index];
   GuestMemory& memory = *ctx_.memory;
   bool completed = false;
@@ -228,7 +228,7 @@ void FsDevice::ProcessQueue(uint16_t index) {
       break;
     }
     const uint32_t used = HandleChain(index, **chain);
-    if (broken_[index]) break;
+    if (workers_[index]->broken) break;
     absl::Status s = queue->AddUsed(memory, (*chain)->head_index(), used);
     if (!s.ok()) {
       Broken(index, "used ring broken", s);
@@ -263,10 +263,11 @@ uint32_t FsDevice::HandleChain(uint16_t index, const virtio::DescriptorChain& ch
     }
     len = kMaxRequestBytes;
   }
-  if (request_.size() < len) request_.resize(len);
-  if (!reader.Read(request_.data(), len).ok()) len = 0;
+  std::vector<uint8_t>& request = workers_[index]->request;
+  if (request.size() < len) request.resize(len);
+  if (!reader.Read(request.data(), len).ok()) len = 0;
   ChainSink sink(memory, *descs);
-  const uint32_t written = server_->HandleRequest(absl::MakeConstSpan(request_.data(), len), sink);
+  const uint32_t written = server_->HandleRequest(absl::MakeConstSpan(request.data(), len), sink);
   return static_cast<uint32_t>(std::min<uint64_t>(written, sink.written()));
 }
 

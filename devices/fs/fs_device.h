@@ -2,7 +2,9 @@
 // Dragonball): queue 0 is hiprio (FORGET, BATCH_FORGET, INTERRUPT), queues 1..N carry requests;
 // config = the tag and N. Features: VIRTIO_F_VERSION_1, EVENT_IDX, INDIRECT_DESC.
 //
-// Requests run on the device's own I/O thread, never on a vCPU thread or an event loop. For each
+// Requests run on the device's own I/O threads (one per queue, so a slow host file system call on
+// one request queue does not hold up the others or FORGETs), never on a vCPU thread or an event
+// loop; the FuseServer is shared and thread-safe. For each
 // chain the readable buffers (fuse_in_header + arguments, at most kMaxRequestBytes are read) go to
 // the FuseServer and its reply is written straight into the writable buffers (ChainWriter); the
 // used length is what the reply took. A chain whose writable part cannot hold a fuse_out_header is
@@ -49,9 +51,9 @@ class FsDevice : public virtio::VirtioDevice {
   // The longest request read from a chain: a WRITE of kMaxWrite plus its headers.
   static constexpr uint64_t kMaxRequestBytes = kMaxWrite + 4096;
 
-  // Validates `config`, opens the share and starts the I/O thread.
+  // Validates `config`, opens the share and starts the I/O threads.
   static absl::StatusOr<std::unique_ptr<FsDevice>> Create(const FsConfig& config);
-  // Stops the I/O thread (after the request in flight).
+  // Stops the I/O threads (after the requests in flight).
   ~FsDevice() override;
 
   uint32_t device_type() const override;
@@ -63,7 +65,7 @@ class FsDevice : public virtio::VirtioDevice {
   void NotifyQueue(uint16_t index) override;
   void Reset() override;
 
-  // Runs queue `index` until it is empty, on the calling thread (the I/O thread; tests).
+  // Runs queue `index` until it is empty, on the calling thread (its I/O thread; tests).
   void ProcessQueue(uint16_t index);
   // Answers one chain; returns the used length. Sets the queue broken when it cannot.
   uint32_t HandleChain(uint16_t index, const virtio::DescriptorChain& chain);
@@ -74,7 +76,14 @@ class FsDevice : public virtio::VirtioDevice {
 
  private:
   FsDevice(FsConfig config, std::unique_ptr<FuseServer> server);
-  void IoThread();
+  // One per queue: the thread that serves it and what only that thread touches.
+  struct Worker {
+    bool pending = false;             // notified, not processed yet (mu_)
+    std::atomic<bool> broken{false};  // stopped until reset
+    std::vector<uint8_t> request;     // the request being handled (its thread only)
+    std::thread thread;
+  };
+  void IoThread(uint16_t index);
   void Broken(uint16_t index, absl::string_view what, const absl::Status& status);
 
   const FsConfig config_;
@@ -85,12 +94,9 @@ class FsDevice : public virtio::VirtioDevice {
   std::condition_variable cv_;
   virtio::ActivateContext ctx_{};
   bool active_ = false;
-  std::vector<bool> pending_;  // per queue: notified and not processed yet
-  std::vector<bool> broken_;   // per queue: stopped until reset (I/O thread while busy_)
-  bool busy_ = false;
+  std::vector<std::unique_ptr<Worker>> workers_;  // hiprio, then the request queues
+  int busy_ = 0;                                  // workers processing a queue
   bool stopping_ = false;
-  std::thread io_thread_;
-  std::vector<uint8_t> request_;  // I/O thread only
 
   std::atomic<uint64_t> chains_{0};
   std::atomic<uint64_t> empty_replies_{0};

@@ -282,5 +282,57 @@ TEST_F(FsDeviceTest, ResetDropsInodesAndHandles) {
   dev_->NotifyQueue(1);
 }
 
+TEST(FsDeviceMultiQueueTest, EveryRequestQueueIsServed) {
+  ScratchShare scratch;
+  ScratchShare::WriteFile(scratch.share() + "/f", "x");
+  FsConfig config;
+  config.tag = "mq";
+  config.shared_dir = scratch.share();
+  config.num_request_queues = 2;
+  std::unique_ptr<FsDevice> dev = FsDevice::Create(config).value();
+  EXPECT_EQ(dev->queue_max_sizes().size(), 3u);
+  virtio_fs_config cfg = {};
+  dev->ReadConfig(0, absl::MakeSpan(reinterpret_cast<uint8_t*>(&cfg), sizeof(cfg)));
+  EXPECT_EQ(cfg.num_request_queues, 2u);
+  GuestMemory mem = GuestMemory::Create({{0, 3 * FakeDriver::kMemSize}}).value();
+  FakeDriver hiprio(mem, 0, 16, FsDevice::kQueueSize);
+  FakeDriver q1(mem, FakeDriver::kMemSize, 16, FsDevice::kQueueSize);
+  FakeDriver q2(mem, 2 * FakeDriver::kMemSize, 16, FsDevice::kQueueSize);
+  CountingInterrupt irq;
+  ASSERT_TRUE(dev->Activate({&mem, {&hiprio.queue(), &q1.queue(), &q2.queue()}, 0, &irq}).ok());
+  auto publish = [&](FakeDriver& d, uint16_t head, const std::vector<uint8_t>& req) {
+    std::vector<virtio::Descriptor> descs =
+        d.WriteChain(head, {{static_cast<uint32_t>(req.size()), false}, {4096, true}});
+    EXPECT_TRUE(mem.Write(descs[0].addr, req.data(), req.size()).ok());
+    d.Publish(head);
+    return descs;
+  };
+  auto wait = [](FakeDriver& d, uint16_t idx) {
+    for (int i = 0; i < 2000 && d.UsedIdx() != idx; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return d.UsedIdx() == idx;
+  };
+  publish(q1, 0, BuildRequest(FUSE_INIT, 0, Args().Add(InitIn()), 1));
+  dev->NotifyQueue(1);
+  ASSERT_TRUE(wait(q1, 1));
+  // LOOKUPs on both request queues at once.
+  for (uint16_t i = 0; i < 4; ++i) {
+    publish(q1, static_cast<uint16_t>(2 + 2 * i),
+            BuildRequest(FUSE_LOOKUP, FUSE_ROOT_ID, Args().Name("f"), 10 + i));
+    publish(q2, static_cast<uint16_t>(2 * i),
+            BuildRequest(FUSE_LOOKUP, FUSE_ROOT_ID, Args().Name("f"), 20 + i));
+  }
+  dev->NotifyQueue(1);
+  dev->NotifyQueue(2);
+  ASSERT_TRUE(wait(q1, 5));
+  ASSERT_TRUE(wait(q2, 4));
+  EXPECT_EQ(dev->server().inode_count(), 2u);
+  EXPECT_EQ(dev->server().lookup_count(2), 8u);
+  EXPECT_EQ(dev->counters().chains, 9u);
+  dev->Reset();
+  EXPECT_EQ(dev->server().inode_count(), 1u);
+}
+
 }  // namespace
 }  // namespace vessel::fs
