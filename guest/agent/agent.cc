@@ -83,10 +83,14 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   if (options.connector == nullptr) return absl::InvalidArgumentError("agent needs a host connector");
   std::unique_ptr<Agent> agent(new Agent(std::move(options)));
   VESSEL_ASSIGN_OR_RETURN(agent->cgroup_root_, CgroupRoot::Create(agent->options_.cgroup_root));
+  Agent* raw = agent.get();
+  VESSEL_ASSIGN_OR_RETURN(agent->oom_watcher_,
+                          OomWatcher::Create([raw](const std::string& id) { raw->OnOom(id); }));
   return agent;
 }
 
 Agent::~Agent() {
+  oom_watcher_.reset();  // joins its thread before the state it reports into goes
   Shutdown();
   cgroup_root_.Remove();
 }
@@ -176,6 +180,7 @@ absl::Status Agent::CreateSandbox(const v1::CreateSandboxRequest& req) {
   if (req.hostname().size() > 64) return absl::InvalidArgumentError("hostname is longer than 64 characters");
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (shut_down_) return absl::UnavailableError("the agent is shutting down");
     if (sandbox_created_) {
       return absl::AlreadyExistsError(absl::StrCat("sandbox '", sandbox_id_, "' already exists"));
     }
@@ -281,7 +286,23 @@ void Agent::KillAndWaitLocked(std::unique_lock<std::mutex>& lock, Container& c) 
   }
 }
 
+void Agent::OnOom(const std::string& container_id) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (oom_waiters_.empty()) {
+    if (oom_events_.size() >= 256) oom_events_.pop_front();
+    oom_events_.push_back(container_id);
+    return;
+  }
+  ttrpc::TypedReply<v1::OOMEvent> reply = std::move(oom_waiters_.front());
+  oom_waiters_.erase(oom_waiters_.begin());
+  lock.unlock();
+  v1::OOMEvent event;
+  event.set_container_id(container_id);
+  reply(event);
+}
+
 absl::Status Agent::Dispose(std::unique_ptr<Container> c) {
+  if (oom_watcher_ != nullptr) oom_watcher_->Unwatch(c->id);
   absl::Status status = c->cgroup.Remove();
   for (auto it = c->storages.rbegin(); it != c->storages.rend(); ++it) status.Update(UnmountStorage(*it));
   c.reset();  // joins relays outside mu_
@@ -294,6 +315,7 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(const v1::Cre
   std::string hostname;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (shut_down_) return absl::UnavailableError("the agent is shutting down");
     if (!sandbox_created_) return absl::FailedPreconditionError("no sandbox: call CreateSandbox first");
     if (containers_.count(id) != 0 || creating_.count(id) != 0) {
       return absl::AlreadyExistsError(absl::StrCat("container '", id, "' already exists"));
@@ -368,6 +390,7 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(const v1::Cre
   if (it == containers_.end()) return absl::AbortedError(absl::StrCat("container '", id, "' was removed while being created"));
   if (ready.ok()) {
     it->second->report_fd = std::move(report);
+    if (it->second->cgroup.valid() && oom_watcher_ != nullptr) oom_watcher_->Watch(id, it->second->cgroup.path());
     v1::CreateContainerResponse resp;
     resp.set_pid(static_cast<uint32_t>(it->second->init->pid));
     return resp;
@@ -612,6 +635,14 @@ void Agent::GetOOMEvent(ttrpc::TypedReply<v1::OOMEvent> reply) {
   if (shut_down_) {
     lock.unlock();
     reply(absl::CancelledError("the agent is shutting down"));
+    return;
+  }
+  if (!oom_events_.empty()) {
+    v1::OOMEvent event;
+    event.set_container_id(oom_events_.front());
+    oom_events_.pop_front();
+    lock.unlock();
+    reply(event);
     return;
   }
   oom_waiters_.push_back(std::move(reply));

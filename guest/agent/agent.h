@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "guest/agent/cgroups.h"
 #include "guest/agent/container.h"
+#include "guest/agent/oom.h"
 #include "guest/agent/stdio.h"
 #include "rpc/ttrpc/typed.h"
 #include "vessel/agent/v1/agent.pb.h"
@@ -69,13 +71,14 @@ class Agent {
   static void TakeWaiters(ProcessState& p, Waiters& out);
   static void Answer(Waiters& waiters);
   void OnRelayDone(const std::string& container_id, const std::string& exec_id);
+  void OnOom(const std::string& container_id);
 
   absl::StatusOr<std::shared_ptr<ProcessState>> FindProcessLocked(const std::string& container_id,
                                                                   const std::string& exec_id);
   // Kills what is left of `c` and waits (up to 5 s) until the reaper has reaped it all.
   void KillAndWaitLocked(std::unique_lock<std::mutex>& lock, Container& c);
   // Unmounts storages and removes the cgroup of a container no longer in the map.
-  static absl::Status Dispose(std::unique_ptr<Container> c);
+  absl::Status Dispose(std::unique_ptr<Container> c);
   absl::Status StartRelay(const std::string& container_id, const std::string& exec_id, ProcessState& p,
                           ChildStdio& stdio);
 
@@ -96,6 +99,8 @@ class Agent {
   std::map<std::string, bool> creating_;  // ids reserved by a CreateContainer in progress
   std::map<pid_t, std::shared_ptr<ProcessState>> by_pid_;
   std::vector<ttrpc::TypedReply<v1::OOMEvent>> oom_waiters_;
+  std::deque<std::string> oom_events_;  // not yet taken by a GetOOMEvent (bounded)
+  std::unique_ptr<OomWatcher> oom_watcher_;  // last: its thread calls OnOom
 };
 
 }  // namespace vessel::agent

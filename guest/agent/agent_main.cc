@@ -180,8 +180,8 @@ int AgentMain(int argc, char** argv) {
         break;
       }
     }
-    server.Shutdown();
-    // Shutdown kills the containers; their exits must still be reaped meanwhile.
+    // The agent first (long polls answered Cancelled, containers killed, their exits reaped here
+    // meanwhile), then the connections.
     std::atomic<bool> done{false};
     std::thread stopper([&] {
       (*agent)->Shutdown();
@@ -197,6 +197,7 @@ int AgentMain(int argc, char** argv) {
       (*agent)->Reap();
     }
     stopper.join();
+    server.Shutdown();
     pool.join();
   }
   agent->reset();

@@ -96,6 +96,9 @@ absl::StatusOr<ContainerCgroup> ContainerCgroup::Create(const CgroupRoot& root, 
   if (r.has_memory_limit()) {
     std::string v = r.memory_limit() < 0 ? "max" : absl::StrCat(r.memory_limit());
     VESSEL_RETURN_IF_ERROR(WriteLimit(path, "memory.max", v, "memory"));
+    // The limit is the whole budget: no swap on top (a guest has none; a host-mode test might).
+    std::string swap = path + "/memory.swap.max";
+    if (r.memory_limit() >= 0 && ::access(swap.c_str(), F_OK) == 0) VESSEL_RETURN_IF_ERROR(WriteSmallFile(swap, "0"));
   }
   if (r.has_cpu_quota() || r.has_cpu_period()) {
     uint64_t period = r.has_cpu_period() && r.cpu_period() > 0 ? r.cpu_period() : 100000;

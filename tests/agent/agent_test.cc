@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -442,6 +443,28 @@ TEST_F(AgentTest, CgroupPerContainer) {
   auto [status, out] = RunToExit(spec, 600);
   EXPECT_EQ(status, 0u);
   EXPECT_EQ(out, "67108864\n");
+
+  // An OOM kill: the process dies of SIGKILL and GetOOMEvent names the container.
+  auto oom = std::make_shared<std::promise<absl::StatusOr<v1::OOMEvent>>>();
+  std::future<absl::StatusOr<v1::OOMEvent>> oom_event = oom->get_future();
+  ttrpc::StartTypedCall<v1::OOMEvent>(*client_, kService, "GetOOMEvent", v1::GetOOMEventRequest(), {},
+                                      [oom](absl::StatusOr<v1::OOMEvent> e) { oom->set_value(std::move(e)); });
+  v1::CreateContainerRequest hog = Spec("o", {"sh", "-c", "s=aaaaaaaaaaaaaaaa; while true; do s=$s$s; done"});
+  hog.mutable_resources()->set_memory_limit(16 << 20);
+  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", hog).ok());
+  ASSERT_TRUE(Start("o").ok());
+  EXPECT_EQ(Wait("o").value_or(0), 137u);
+  ASSERT_EQ(oom_event.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  absl::StatusOr<v1::OOMEvent> event = oom_event.get();
+  ASSERT_TRUE(event.ok()) << event.status();
+  EXPECT_EQ(event->container_id(), "o");
+  v1::StatsContainerRequest stats_o;
+  stats_o.set_container_id("o");
+  absl::StatusOr<v1::StatsContainerResponse> stats = Call<v1::StatsContainerResponse>("StatsContainer", stats_o);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->memory().limit_bytes(), 16u << 20);
+  EXPECT_GE(stats->memory().oom_kill_events(), 1u);
+  EXPECT_TRUE(Remove("o").ok());
 }
 
 TEST_F(AgentTest, MissingBinaryAndBadCwdFailCreate) {
@@ -595,6 +618,26 @@ TEST_F(AgentTest, ExecWithTerminal) {
   EXPECT_TRUE(Signal("et", SIGKILL).ok());
   EXPECT_EQ(Wait("et").value_or(0), 137u);
   EXPECT_TRUE(Remove("et").ok());
+}
+
+TEST_F(AgentTest, ShutdownCancelsOomPollAndKillsContainers) {
+  auto oom = std::make_shared<std::promise<absl::StatusOr<v1::OOMEvent>>>();
+  std::future<absl::StatusOr<v1::OOMEvent>> oom_event = oom->get_future();
+  ttrpc::StartTypedCall<v1::OOMEvent>(*client_, kService, "GetOOMEvent", v1::GetOOMEventRequest(), {},
+                                      [oom](absl::StatusOr<v1::OOMEvent> e) { oom->set_value(std::move(e)); });
+  absl::StatusOr<v1::CreateContainerResponse> c =
+      Call<v1::CreateContainerResponse>("CreateContainer", Spec("z", {"sleep", "100"}));
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(Start("z").ok());
+  ASSERT_EQ(::kill(agent_pid_, SIGTERM), 0);
+  ASSERT_EQ(oom_event.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(oom_event.get().status().code(), absl::StatusCode::kCancelled);
+  int status = 0;
+  ASSERT_EQ(::waitpid(agent_pid_, &status, 0), agent_pid_);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  agent_pid_ = -1;
+  EXPECT_NE(::kill(static_cast<pid_t>(c->pid()), 0), 0) << "the container outlived the agent";
+  EXPECT_EQ(CountMountsUnder(dir_), mounts_before_);
 }
 
 }  // namespace
