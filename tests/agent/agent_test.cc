@@ -640,5 +640,35 @@ TEST_F(AgentTest, ShutdownCancelsOomPollAndKillsContainers) {
   EXPECT_EQ(CountMountsUnder(dir_), mounts_before_);
 }
 
+TEST_F(AgentTest, UserRlimitsCapabilitiesNoNewPrivs) {
+  v1::CreateContainerRequest spec = Spec(
+      "u", {"sh", "-c", "id; ulimit -n; grep -E '^(NoNewPrivs|CapEff|CapBnd|CapAmb)' /proc/self/status; echo $X; pwd"},
+      1100);
+  v1::Process* p = spec.mutable_process();
+  p->mutable_user()->set_uid(1000);
+  p->mutable_user()->set_gid(1001);
+  p->mutable_user()->add_additional_gids(10);
+  p->mutable_user()->add_additional_gids(20);
+  v1::Rlimit* nofile = p->add_rlimits();
+  nofile->set_type("RLIMIT_NOFILE");
+  nofile->set_soft(123);
+  nofile->set_hard(456);
+  for (auto* set : {p->mutable_capabilities()->mutable_bounding(), p->mutable_capabilities()->mutable_effective(),
+                    p->mutable_capabilities()->mutable_permitted(), p->mutable_capabilities()->mutable_inheritable(),
+                    p->mutable_capabilities()->mutable_ambient()}) {
+    set->Add("CAP_KILL");
+  }
+  p->set_no_new_privileges(true);
+  p->add_env("X=from-env");
+  p->set_cwd("/tmp");
+  auto [status, out] = RunToExit(spec, 1100);
+  EXPECT_EQ(status, 0u);
+  EXPECT_EQ(out,
+            "uid=1000 gid=1001 groups=10,20\n123\n"
+            "CapEff:\t0000000000000020\nCapBnd:\t0000000000000020\nCapAmb:\t0000000000000020\n"
+            "NoNewPrivs:\t1\n"
+            "from-env\n/tmp\n");
+}
+
 }  // namespace
 }  // namespace vessel::agent
