@@ -109,6 +109,7 @@ void Agent::Answer(Waiters& waiters) {
 
 void Agent::Reap() {
   Waiters done;
+  std::vector<std::shared_ptr<ProcessState>> released;  // dropped after mu_ (a relay joins its thread)
   {
     // Reaping under mu_: a pid that SignalProcess sees unreaped cannot be recycled under it.
     std::lock_guard<std::mutex> lock(mu_);
@@ -123,6 +124,7 @@ void Agent::Reap() {
       p.exited_at = absl::Now();
       p.exit_status = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
       if (p.exited()) TakeWaiters(p, done);
+      released.push_back(std::move(it->second));
       by_pid_.erase(it);
     }
   }
