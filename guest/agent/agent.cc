@@ -1,9 +1,9 @@
 #include "guest/agent/agent.h"
 
-#include <signal.h>
-#include <sys/ioctl.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -40,7 +40,8 @@ class StorageGuard {
   std::vector<std::string> mounted_;
 };
 
-absl::Status MountAll(const std::string& root, const google::protobuf::RepeatedPtrField<v1::Storage>& storages,
+absl::Status MountAll(const std::string& root,
+                      const google::protobuf::RepeatedPtrField<v1::Storage>& storages,
                       StorageGuard& guard) {
   for (const v1::Storage& s : storages) {
     VESSEL_ASSIGN_OR_RETURN(std::string mount_point, MountStorage(root, s));
@@ -80,7 +81,8 @@ google::protobuf::Timestamp ToTimestamp(absl::Time t) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
-  if (options.connector == nullptr) return absl::InvalidArgumentError("agent needs a host connector");
+  if (options.connector == nullptr)
+    return absl::InvalidArgumentError("agent needs a host connector");
   std::unique_ptr<Agent> agent(new Agent(std::move(options)));
   VESSEL_ASSIGN_OR_RETURN(agent->cgroup_root_, CgroupRoot::Create(agent->options_.cgroup_root));
   Agent* raw = agent.get();
@@ -109,7 +111,8 @@ void Agent::Answer(Waiters& waiters) {
 
 void Agent::Reap() {
   Waiters done;
-  std::vector<std::shared_ptr<ProcessState>> released;  // dropped after mu_ (a relay joins its thread)
+  std::vector<std::shared_ptr<ProcessState>>
+      released;  // dropped after mu_ (a relay joins its thread)
   {
     // Reaping under mu_: a pid that SignalProcess sees unreaped cannot be recycled under it.
     std::lock_guard<std::mutex> lock(mu_);
@@ -151,26 +154,29 @@ void Agent::OnRelayDone(const std::string& container_id, const std::string& exec
   Answer(done);
 }
 
-absl::Status Agent::StartRelay(const std::string& container_id, const std::string& exec_id, ProcessState& p,
-                               ChildStdio& stdio) {
+absl::Status Agent::StartRelay(const std::string& container_id, const std::string& exec_id,
+                               ProcessState& p, ChildStdio& stdio) {
   if (!stdio.pty_master.valid()) {
     p.stdin_control = std::move(stdio.stdin_control);
     return absl::OkStatus();
   }
   p.io_done = false;
-  p.relay = std::make_unique<PtyRelay>(std::move(stdio.pty_master), std::move(stdio.terminal_socket),
-                                       [this, container_id, exec_id] { OnRelayDone(container_id, exec_id); });
+  p.relay = std::make_unique<PtyRelay>(
+      std::move(stdio.pty_master), std::move(stdio.terminal_socket),
+      [this, container_id, exec_id] { OnRelayDone(container_id, exec_id); });
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<ProcessState>> Agent::FindProcessLocked(const std::string& container_id,
-                                                                       const std::string& exec_id) {
+absl::StatusOr<std::shared_ptr<ProcessState>> Agent::FindProcessLocked(
+    const std::string& container_id, const std::string& exec_id) {
   auto c = containers_.find(container_id);
-  if (c == containers_.end()) return absl::NotFoundError(absl::StrCat("no container '", container_id, "'"));
+  if (c == containers_.end())
+    return absl::NotFoundError(absl::StrCat("no container '", container_id, "'"));
   if (exec_id.empty()) return c->second->init;
   auto e = c->second->execs.find(exec_id);
   if (e == c->second->execs.end()) {
-    return absl::NotFoundError(absl::StrCat("no process '", exec_id, "' in container '", container_id, "'"));
+    return absl::NotFoundError(
+        absl::StrCat("no process '", exec_id, "' in container '", container_id, "'"));
   }
   return e->second;
 }
@@ -179,7 +185,8 @@ absl::StatusOr<std::shared_ptr<ProcessState>> Agent::FindProcessLocked(const std
 
 absl::Status Agent::CreateSandbox(const v1::CreateSandboxRequest& req) {
   VESSEL_RETURN_IF_ERROR(ValidateId("sandbox_id", req.sandbox_id()));
-  if (req.hostname().size() > 64) return absl::InvalidArgumentError("hostname is longer than 64 characters");
+  if (req.hostname().size() > 64)
+    return absl::InvalidArgumentError("hostname is longer than 64 characters");
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (shut_down_) return absl::UnavailableError("the agent is shutting down");
@@ -284,7 +291,8 @@ void Agent::KillAndWaitLocked(std::unique_lock<std::mutex>& lock, Container& c) 
     if (p != nullptr && !p->reaped) ::kill(p->pid, SIGKILL);
   }
   if (!reaped_cv_.wait_for(lock, kKillWait, alive)) {
-    LogWarning("agent: container ", c.id, ": processes still alive ", kKillWait.count(), " s after SIGKILL");
+    LogWarning("agent: container ", c.id, ": processes still alive ", kKillWait.count(),
+               " s after SIGKILL");
   }
 }
 
@@ -306,19 +314,22 @@ void Agent::OnOom(const std::string& container_id) {
 absl::Status Agent::Dispose(std::unique_ptr<Container> c) {
   if (oom_watcher_ != nullptr) oom_watcher_->Unwatch(c->id);
   absl::Status status = c->cgroup.Remove();
-  for (auto it = c->storages.rbegin(); it != c->storages.rend(); ++it) status.Update(UnmountStorage(*it));
+  for (auto it = c->storages.rbegin(); it != c->storages.rend(); ++it)
+    status.Update(UnmountStorage(*it));
   c.reset();  // joins relays outside mu_
   return status;
 }
 
-absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(const v1::CreateContainerRequest& req) {
+absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(
+    const v1::CreateContainerRequest& req) {
   const std::string& id = req.container_id();
   VESSEL_RETURN_IF_ERROR(ValidateId("container_id", id));
   std::string hostname;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (shut_down_) return absl::UnavailableError("the agent is shutting down");
-    if (!sandbox_created_) return absl::FailedPreconditionError("no sandbox: call CreateSandbox first");
+    if (!sandbox_created_)
+      return absl::FailedPreconditionError("no sandbox: call CreateSandbox first");
     if (containers_.count(id) != 0 || creating_.count(id) != 0) {
       return absl::AlreadyExistsError(absl::StrCat("container '", id, "' already exists"));
     }
@@ -330,7 +341,8 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(const v1::Cre
     creating_.erase(id);
   };
   VESSEL_ASSIGN_OR_RETURN(ProcessPlan process, PlanProcess(req.process()));
-  VESSEL_ASSIGN_OR_RETURN(NamespacePlan namespaces, PlanNamespaces(req.namespaces(), options_.root));
+  VESSEL_ASSIGN_OR_RETURN(NamespacePlan namespaces,
+                          PlanNamespaces(req.namespaces(), options_.root));
   if ((namespaces.clone_flags & CLONE_NEWPID) != 0) {
     // sandbox_pidns: a "new" PID namespace is the sandbox's shared one.
     std::lock_guard<std::mutex> lock(mu_);
@@ -342,14 +354,17 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(const v1::Cre
   }
   if ((namespaces.clone_flags & CLONE_NEWUTS) == 0) {
     if (!req.hostname().empty()) {
-      return absl::InvalidArgumentError("a container hostname needs a new UTS namespace (NAMESPACE_TYPE_UTS)");
+      return absl::InvalidArgumentError(
+          "a container hostname needs a new UTS namespace (NAMESPACE_TYPE_UTS)");
     }
     hostname.clear();  // never the agent's own UTS namespace
   }
-  if (hostname.size() > 64) return absl::InvalidArgumentError("hostname is longer than 64 characters");
+  if (hostname.size() > 64)
+    return absl::InvalidArgumentError("hostname is longer than 64 characters");
   StorageGuard storages;
   VESSEL_RETURN_IF_ERROR(MountAll(options_.root, req.storages(), storages));
-  VESSEL_ASSIGN_OR_RETURN(RootfsPlan rootfs, PlanRootfs(options_.root, req.rootfs(), req.rootfs_readonly(), req.mounts()));
+  VESSEL_ASSIGN_OR_RETURN(RootfsPlan rootfs, PlanRootfs(options_.root, req.rootfs(),
+                                                        req.rootfs_readonly(), req.mounts()));
   auto c = std::make_unique<Container>();
   c->id = id;
   VESSEL_ASSIGN_OR_RETURN(c->cgroup, ContainerCgroup::Create(cgroup_root_, id, req.resources()));
@@ -357,7 +372,8 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(const v1::Cre
   if (c->cgroup.valid()) {
     VESSEL_ASSIGN_OR_RETURN(procs, c->cgroup.OpenProcs());
   }
-  VESSEL_ASSIGN_OR_RETURN(ChildStdio stdio, OpenChildStdio(*options_.connector, req.stdio(), process.terminal));
+  VESSEL_ASSIGN_OR_RETURN(ChildStdio stdio,
+                          OpenChildStdio(*options_.connector, req.stdio(), process.terminal));
 
   SpawnRequest spawn;
   spawn.process = &process;
@@ -389,10 +405,12 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(const v1::Cre
   absl::Status ready = ReadChildReport(report.get(), /*expect_ready=*/true);
   std::unique_lock<std::mutex> lock(mu_);
   auto it = containers_.find(id);
-  if (it == containers_.end()) return absl::AbortedError(absl::StrCat("container '", id, "' was removed while being created"));
+  if (it == containers_.end())
+    return absl::AbortedError(absl::StrCat("container '", id, "' was removed while being created"));
   if (ready.ok()) {
     it->second->report_fd = std::move(report);
-    if (it->second->cgroup.valid() && oom_watcher_ != nullptr) oom_watcher_->Watch(id, it->second->cgroup.path());
+    if (it->second->cgroup.valid() && oom_watcher_ != nullptr)
+      oom_watcher_->Watch(id, it->second->cgroup.path());
     v1::CreateContainerResponse resp;
     resp.set_pid(static_cast<uint32_t>(it->second->init->pid));
     return resp;
@@ -413,14 +431,18 @@ absl::Status Agent::StartContainer(const v1::StartContainerRequest& req) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = containers_.find(req.container_id());
-    if (it == containers_.end()) return absl::NotFoundError(absl::StrCat("no container '", req.container_id(), "'"));
+    if (it == containers_.end())
+      return absl::NotFoundError(absl::StrCat("no container '", req.container_id(), "'"));
     Container& c = *it->second;
-    if (c.init->reaped) return absl::FailedPreconditionError(absl::StrCat("container '", c.id, "' has exited"));
+    if (c.init->reaped)
+      return absl::FailedPreconditionError(absl::StrCat("container '", c.id, "' has exited"));
     if (c.state != Container::State::kCreated) {
-      return absl::FailedPreconditionError(absl::StrCat("container '", c.id, "' was already started"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("container '", c.id, "' was already started"));
     }
     if (!c.report_fd.valid()) {
-      return absl::FailedPreconditionError(absl::StrCat("container '", c.id, "' is still being created"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("container '", c.id, "' is still being created"));
     }
     c.state = Container::State::kStarting;
     start = std::move(c.start_fd);
@@ -450,13 +472,15 @@ absl::StatusOr<v1::ExecProcessResponse> Agent::ExecProcess(const v1::ExecProcess
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = containers_.find(cid);
-    if (it == containers_.end()) return absl::NotFoundError(absl::StrCat("no container '", cid, "'"));
+    if (it == containers_.end())
+      return absl::NotFoundError(absl::StrCat("no container '", cid, "'"));
     Container& c = *it->second;
     if (c.state != Container::State::kRunning || c.init->reaped) {
       return absl::FailedPreconditionError(absl::StrCat("container '", cid, "' is not running"));
     }
     if (c.execs.count(eid) != 0) {
-      return absl::AlreadyExistsError(absl::StrCat("process '", eid, "' already exists in container '", cid, "'"));
+      return absl::AlreadyExistsError(
+          absl::StrCat("process '", eid, "' already exists in container '", cid, "'"));
     }
     c.execs[eid] = nullptr;  // reserved
     init_pid = c.init->pid;
@@ -479,7 +503,8 @@ absl::StatusOr<v1::ExecProcessResponse> Agent::ExecProcess(const v1::ExecProcess
     unreserve();
     return namespaces.status();
   }
-  absl::StatusOr<ChildStdio> stdio = OpenChildStdio(*options_.connector, req.stdio(), process.terminal);
+  absl::StatusOr<ChildStdio> stdio =
+      OpenChildStdio(*options_.connector, req.stdio(), process.terminal);
   if (!stdio.ok()) {
     unreserve();
     return stdio.status();
@@ -535,16 +560,19 @@ absl::StatusOr<v1::ExecProcessResponse> Agent::ExecProcess(const v1::ExecProcess
   return resp;
 }
 
-void Agent::WaitProcess(const v1::WaitProcessRequest& req, ttrpc::TypedReply<v1::WaitProcessResponse> reply) {
+void Agent::WaitProcess(const v1::WaitProcessRequest& req,
+                        ttrpc::TypedReply<v1::WaitProcessResponse> reply) {
   Waiters now;
   absl::Status error;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    absl::StatusOr<std::shared_ptr<ProcessState>> p = FindProcessLocked(req.container_id(), req.exec_id());
+    absl::StatusOr<std::shared_ptr<ProcessState>> p =
+        FindProcessLocked(req.container_id(), req.exec_id());
     if (!p.ok()) {
       error = p.status();
     } else if (*p == nullptr) {
-      error = absl::NotFoundError(absl::StrCat("process '", req.exec_id(), "' is still being created"));
+      error =
+          absl::NotFoundError(absl::StrCat("process '", req.exec_id(), "' is still being created"));
     } else {
       (*p)->waiters.push_back(reply);
       if ((*p)->exited()) TakeWaiters(**p, now);
@@ -559,14 +587,17 @@ void Agent::WaitProcess(const v1::WaitProcessRequest& req, ttrpc::TypedReply<v1:
 
 absl::Status Agent::SignalProcess(const v1::SignalProcessRequest& req) {
   int sig = static_cast<int>(req.signal());
-  if (sig <= 0 || sig >= NSIG) return absl::InvalidArgumentError(absl::StrCat("bad signal number ", req.signal()));
+  if (sig <= 0 || sig >= NSIG)
+    return absl::InvalidArgumentError(absl::StrCat("bad signal number ", req.signal()));
   if (req.all() && !req.exec_id().empty()) {
     return absl::InvalidArgumentError("'all' signals the whole container: exec_id must be empty");
   }
   std::lock_guard<std::mutex> lock(mu_);
-  VESSEL_ASSIGN_OR_RETURN(std::shared_ptr<ProcessState> p, FindProcessLocked(req.container_id(), req.exec_id()));
+  VESSEL_ASSIGN_OR_RETURN(std::shared_ptr<ProcessState> p,
+                          FindProcessLocked(req.container_id(), req.exec_id()));
   if (p == nullptr) return absl::FailedPreconditionError("the process is still being created");
-  if (p->reaped) return absl::FailedPreconditionError(absl::StrCat("process ", p->pid, " has already exited"));
+  if (p->reaped)
+    return absl::FailedPreconditionError(absl::StrCat("process ", p->pid, " has already exited"));
   if (req.all()) {
     Container& c = *containers_[req.container_id()];
     for (pid_t pid : c.cgroup.Pids()) ::kill(pid, sig);
@@ -583,17 +614,20 @@ absl::Status Agent::RemoveContainer(const v1::RemoveContainerRequest& req) {
   {
     std::unique_lock<std::mutex> lock(mu_);
     auto it = containers_.find(req.container_id());
-    if (it == containers_.end()) return absl::NotFoundError(absl::StrCat("no container '", req.container_id(), "'"));
+    if (it == containers_.end())
+      return absl::NotFoundError(absl::StrCat("no container '", req.container_id(), "'"));
     Container& c = *it->second;
     if (c.state != Container::State::kCreated && !c.init->reaped) {
       return absl::FailedPreconditionError(absl::StrCat("container '", c.id, "' is still running"));
     }
     for (auto& [id, e] : c.execs) {
-      if (e == nullptr) return absl::FailedPreconditionError("an exec into this container is in progress");
+      if (e == nullptr)
+        return absl::FailedPreconditionError("an exec into this container is in progress");
     }
     KillAndWaitLocked(lock, c);
     it = containers_.find(req.container_id());
-    if (it == containers_.end()) return absl::NotFoundError(absl::StrCat("no container '", req.container_id(), "'"));
+    if (it == containers_.end())
+      return absl::NotFoundError(absl::StrCat("no container '", req.container_id(), "'"));
     removed = std::move(it->second);
     containers_.erase(it);
   }
@@ -602,9 +636,12 @@ absl::Status Agent::RemoveContainer(const v1::RemoveContainerRequest& req) {
 
 absl::Status Agent::ResizeTty(const v1::ResizeTtyRequest& req) {
   std::lock_guard<std::mutex> lock(mu_);
-  VESSEL_ASSIGN_OR_RETURN(std::shared_ptr<ProcessState> p, FindProcessLocked(req.container_id(), req.exec_id()));
-  if (p == nullptr || p->relay == nullptr) return absl::FailedPreconditionError("the process has no terminal");
-  if (req.width() > 0xffff || req.height() > 0xffff) return absl::InvalidArgumentError("terminal size out of range");
+  VESSEL_ASSIGN_OR_RETURN(std::shared_ptr<ProcessState> p,
+                          FindProcessLocked(req.container_id(), req.exec_id()));
+  if (p == nullptr || p->relay == nullptr)
+    return absl::FailedPreconditionError("the process has no terminal");
+  if (req.width() > 0xffff || req.height() > 0xffff)
+    return absl::InvalidArgumentError("terminal size out of range");
   winsize ws{};
   ws.ws_col = static_cast<unsigned short>(req.width());
   ws.ws_row = static_cast<unsigned short>(req.height());
@@ -614,7 +651,8 @@ absl::Status Agent::ResizeTty(const v1::ResizeTtyRequest& req) {
 
 absl::Status Agent::CloseStdin(const v1::CloseStdinRequest& req) {
   std::lock_guard<std::mutex> lock(mu_);
-  VESSEL_ASSIGN_OR_RETURN(std::shared_ptr<ProcessState> p, FindProcessLocked(req.container_id(), req.exec_id()));
+  VESSEL_ASSIGN_OR_RETURN(std::shared_ptr<ProcessState> p,
+                          FindProcessLocked(req.container_id(), req.exec_id()));
   if (p == nullptr) return absl::FailedPreconditionError("the process is still being created");
   if (p->relay != nullptr) {
     p->relay->CloseInput();
@@ -625,10 +663,12 @@ absl::Status Agent::CloseStdin(const v1::CloseStdinRequest& req) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::StatsContainerResponse> Agent::StatsContainer(const v1::StatsContainerRequest& req) {
+absl::StatusOr<v1::StatsContainerResponse> Agent::StatsContainer(
+    const v1::StatsContainerRequest& req) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = containers_.find(req.container_id());
-  if (it == containers_.end()) return absl::NotFoundError(absl::StrCat("no container '", req.container_id(), "'"));
+  if (it == containers_.end())
+    return absl::NotFoundError(absl::StrCat("no container '", req.container_id(), "'"));
   return it->second->cgroup.Stats();
 }
 

@@ -45,11 +45,13 @@ class Agent {
 
   absl::Status CreateSandbox(const v1::CreateSandboxRequest& req);
   absl::Status DestroySandbox(const v1::DestroySandboxRequest& req);
-  absl::StatusOr<v1::CreateContainerResponse> CreateContainer(const v1::CreateContainerRequest& req);
+  absl::StatusOr<v1::CreateContainerResponse> CreateContainer(
+      const v1::CreateContainerRequest& req);
   absl::Status StartContainer(const v1::StartContainerRequest& req);
   absl::StatusOr<v1::ExecProcessResponse> ExecProcess(const v1::ExecProcessRequest& req);
   // Answers now if the process has exited, else when it does. Never blocks.
-  void WaitProcess(const v1::WaitProcessRequest& req, ttrpc::TypedReply<v1::WaitProcessResponse> reply);
+  void WaitProcess(const v1::WaitProcessRequest& req,
+                   ttrpc::TypedReply<v1::WaitProcessResponse> reply);
   absl::Status SignalProcess(const v1::SignalProcessRequest& req);
   absl::Status RemoveContainer(const v1::RemoveContainerRequest& req);
   absl::Status ResizeTty(const v1::ResizeTtyRequest& req);
@@ -60,13 +62,15 @@ class Agent {
 
   // Reaps every exited child (call on SIGCHLD) and answers the waiters of those that are done.
   void Reap();
-  // Kills every process, removes every container, unmounts storages, answers long polls. Idempotent.
+  // Kills every process, removes every container, unmounts storages, answers long polls.
+  // Idempotent.
   void Shutdown();
 
  private:
   explicit Agent(AgentOptions options) : options_(std::move(options)) {}
 
-  using Waiters = std::vector<std::pair<ttrpc::TypedReply<v1::WaitProcessResponse>, v1::WaitProcessResponse>>;
+  using Waiters =
+      std::vector<std::pair<ttrpc::TypedReply<v1::WaitProcessResponse>, v1::WaitProcessResponse>>;
   // With mu_ held: takes the waiters of a finished process.
   static void TakeWaiters(ProcessState& p, Waiters& out);
   static void Answer(Waiters& waiters);
@@ -79,8 +83,8 @@ class Agent {
   void KillAndWaitLocked(std::unique_lock<std::mutex>& lock, Container& c);
   // Unmounts storages and removes the cgroup of a container no longer in the map.
   absl::Status Dispose(std::unique_ptr<Container> c);
-  absl::Status StartRelay(const std::string& container_id, const std::string& exec_id, ProcessState& p,
-                          ChildStdio& stdio);
+  absl::Status StartRelay(const std::string& container_id, const std::string& exec_id,
+                          ProcessState& p, ChildStdio& stdio);
 
   const AgentOptions options_;
   CgroupRoot cgroup_root_;
@@ -99,7 +103,7 @@ class Agent {
   std::map<std::string, bool> creating_;  // ids reserved by a CreateContainer in progress
   std::map<pid_t, std::shared_ptr<ProcessState>> by_pid_;
   std::vector<ttrpc::TypedReply<v1::OOMEvent>> oom_waiters_;
-  std::deque<std::string> oom_events_;  // not yet taken by a GetOOMEvent (bounded)
+  std::deque<std::string> oom_events_;       // not yet taken by a GetOOMEvent (bounded)
   std::unique_ptr<OomWatcher> oom_watcher_;  // last: its thread calls OnOom
 };
 

@@ -1,34 +1,34 @@
-// vessel-agent's main (see agent_main.h): the guest agent. As the guest's /init (PID 1) it mounts the early file systems,
-// serves vessel.agent.v1.Agent on vsock port 1024 and powers the VM off when told to stop.
-// In host mode (tests, no VM) it serves on a Unix socket and keeps guest paths under --root.
+// vessel-agent's main (see agent_main.h): the guest agent. As the guest's /init (PID 1) it mounts
+// the early file systems, serves vessel.agent.v1.Agent on vsock port 1024 and powers the VM off
+// when told to stop. In host mode (tests, no VM) it serves on a Unix socket and keeps guest paths
+// under --root.
 //
 //   vessel-agent [--listen vsock:PORT|unix:PATH] [--root DIR] [--cgroup-root DIR|none]
 //                [--stdio-dir DIR]
+#include "guest/agent/agent_main.h"
+
+#include <linux/magic.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/statfs.h>
-#include <linux/magic.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <boost/asio/thread_pool.hpp>
 #include <cerrno>
-#include <cstring>
-#include <thread>
-
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
-
-#include <boost/asio/thread_pool.hpp>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "guest/agent/agent.h"
-#include "guest/agent/agent_main.h"
 #include "guest/agent/init.h"
 #include "guest/agent/service.h"
 #include "guest/agent/stdio.h"
@@ -74,8 +74,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       }
       return false;
     };
-    if (take("--listen", flags.listen) || take("--root", flags.root) || take("--cgroup-root", flags.cgroup_root) ||
-        take("--stdio-dir", flags.stdio_dir)) {
+    if (take("--listen", flags.listen) || take("--root", flags.root) ||
+        take("--cgroup-root", flags.cgroup_root) || take("--stdio-dir", flags.stdio_dir)) {
       continue;
     }
     return absl::InvalidArgumentError(absl::StrCat("unknown argument '", arg, "'\n", kUsage));
@@ -127,7 +127,8 @@ int AgentMain(int argc, char** argv) {
       LogWarning("agent: no cgroup2 file system found: running without cgroups");
     }
   }
-  options.connector = flags->stdio_dir.empty() ? MakeVsockConnector() : MakeUnixConnector(flags->stdio_dir);
+  options.connector =
+      flags->stdio_dir.empty() ? MakeVsockConnector() : MakeUnixConnector(flags->stdio_dir);
   absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Create(std::move(options));
   if (!agent.ok()) {
     LogError("agent: ", agent.status().message());
@@ -159,7 +160,8 @@ int AgentMain(int argc, char** argv) {
           s = fd.ok() ? server.Listen(std::move(*fd), listen) : fd.status();
         }
       } else {
-        s = absl::InvalidArgumentError(absl::StrCat("--listen ", listen, ": expected vsock:PORT or unix:PATH"));
+        s = absl::InvalidArgumentError(
+            absl::StrCat("--listen ", listen, ": expected vsock:PORT or unix:PATH"));
       }
     }
     if (!s.ok()) {

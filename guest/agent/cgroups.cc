@@ -39,11 +39,12 @@ uint64_t ReadKey(const std::string& text, absl::string_view key) {
   return 0;
 }
 
-absl::Status WriteLimit(const std::string& dir, const char* file, const std::string& value, const char* controller) {
+absl::Status WriteLimit(const std::string& dir, const char* file, const std::string& value,
+                        const char* controller) {
   std::string path = absl::StrCat(dir, "/", file);
   if (::access(path.c_str(), F_OK) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot set ", file, ": the ", controller,
-                                                      " cgroup controller is not available in ", dir));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot set ", file, ": the ", controller, " cgroup controller is not available in ", dir));
   }
   return WriteSmallFile(path, value);
 }
@@ -60,15 +61,19 @@ absl::StatusOr<CgroupRoot> CgroupRoot::Create(std::string path) {
   if (fs.f_type != CGROUP2_SUPER_MAGIC) {
     return absl::FailedPreconditionError(absl::StrCat(parent, " is not a cgroup2 file system"));
   }
-  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) return ErrnoStatus(absl::StrCat("mkdir ", path));
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
+    return ErrnoStatus(absl::StrCat("mkdir ", path));
   // Let the sandbox cgroup and its children use what the parent has.
   absl::StatusOr<std::string> controllers = ReadSmallFile(parent + "/cgroup.controllers");
   if (controllers.ok()) {
-    for (absl::string_view c : absl::StrSplit(*controllers, absl::ByAnyChar(" \n"), absl::SkipEmpty())) {
+    for (absl::string_view c :
+         absl::StrSplit(*controllers, absl::ByAnyChar(" \n"), absl::SkipEmpty())) {
       std::string enable = absl::StrCat("+", c);
-      (void)WriteSmallFile(parent + "/cgroup.subtree_control", enable);  // best effort: may already be on
+      (void)WriteSmallFile(parent + "/cgroup.subtree_control",
+                           enable);  // best effort: may already be on
       absl::Status s = WriteSmallFile(path + "/cgroup.subtree_control", enable);
-      if (!s.ok()) LogWarning("agent: cannot enable cgroup controller ", c, " for containers: ", s.message());
+      if (!s.ok())
+        LogWarning("agent: cannot enable cgroup controller ", c, " for containers: ", s.message());
     }
   }
   root.path_ = std::move(path);
@@ -81,12 +86,14 @@ void CgroupRoot::Remove() {
   }
 }
 
-absl::StatusOr<ContainerCgroup> ContainerCgroup::Create(const CgroupRoot& root, const std::string& container_id,
+absl::StatusOr<ContainerCgroup> ContainerCgroup::Create(const CgroupRoot& root,
+                                                        const std::string& container_id,
                                                         const v1::LinuxResources& r) {
   ContainerCgroup cg;
   if (!root.enabled()) {
     if (r.has_memory_limit() || r.has_cpu_quota() || r.has_cpu_shares() || r.has_pids_limit()) {
-      return absl::FailedPreconditionError("resource limits given but the agent runs without cgroups");
+      return absl::FailedPreconditionError(
+          "resource limits given but the agent runs without cgroups");
     }
     return cg;
   }
@@ -98,11 +105,13 @@ absl::StatusOr<ContainerCgroup> ContainerCgroup::Create(const CgroupRoot& root, 
     VESSEL_RETURN_IF_ERROR(WriteLimit(path, "memory.max", v, "memory"));
     // The limit is the whole budget: no swap on top (a guest has none; a host-mode test might).
     std::string swap = path + "/memory.swap.max";
-    if (r.memory_limit() >= 0 && ::access(swap.c_str(), F_OK) == 0) VESSEL_RETURN_IF_ERROR(WriteSmallFile(swap, "0"));
+    if (r.memory_limit() >= 0 && ::access(swap.c_str(), F_OK) == 0)
+      VESSEL_RETURN_IF_ERROR(WriteSmallFile(swap, "0"));
   }
   if (r.has_cpu_quota() || r.has_cpu_period()) {
     uint64_t period = r.has_cpu_period() && r.cpu_period() > 0 ? r.cpu_period() : 100000;
-    std::string quota = !r.has_cpu_quota() || r.cpu_quota() < 0 ? "max" : absl::StrCat(r.cpu_quota());
+    std::string quota =
+        !r.has_cpu_quota() || r.cpu_quota() < 0 ? "max" : absl::StrCat(r.cpu_quota());
     VESSEL_RETURN_IF_ERROR(WriteLimit(path, "cpu.max", absl::StrCat(quota, " ", period), "cpu"));
   }
   if (r.has_cpu_shares() && r.cpu_shares() != 0) {

@@ -23,7 +23,9 @@ class CgroupRoot {
 
   bool enabled() const { return !path_.empty(); }
   const std::string& path() const { return path_; }
-  std::string ContainerPath(const std::string& container_id) const { return path_ + "/" + container_id; }
+  std::string ContainerPath(const std::string& container_id) const {
+    return path_ + "/" + container_id;
+  }
 
   // Removes the root cgroup (after every container's is gone).
   void Remove();
@@ -35,10 +37,13 @@ class CgroupRoot {
 // A container's cgroup: created with its limits; removed (rmdir) on destruction.
 class ContainerCgroup {
  public:
-  static absl::StatusOr<ContainerCgroup> Create(const CgroupRoot& root, const std::string& container_id,
+  static absl::StatusOr<ContainerCgroup> Create(const CgroupRoot& root,
+                                                const std::string& container_id,
                                                 const v1::LinuxResources& resources);
   ContainerCgroup() = default;
-  ContainerCgroup(ContainerCgroup&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+  ContainerCgroup(ContainerCgroup&& other) noexcept : path_(std::move(other.path_)) {
+    other.path_.clear();
+  }
   ContainerCgroup& operator=(ContainerCgroup&& other) noexcept;
   ~ContainerCgroup();
 

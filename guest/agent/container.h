@@ -26,8 +26,8 @@ struct ProcessState {
   bool reaped = false;
   uint32_t exit_status = 0;  // exit code, or 128 + signal
   absl::Time exited_at;
-  bool io_done = true;       // terminal: the relay has forwarded all output
-  ScopedFd stdin_control;    // non-terminal stdin socket (CloseStdin)
+  bool io_done = true;     // terminal: the relay has forwarded all output
+  ScopedFd stdin_control;  // non-terminal stdin socket (CloseStdin)
   std::unique_ptr<PtyRelay> relay;
   std::vector<ttrpc::TypedReply<v1::WaitProcessResponse>> waiters;
 

@@ -63,8 +63,8 @@ absl::Status ValidateId(absl::string_view what, absl::string_view id) {
     return absl::InvalidArgumentError(absl::StrCat(what, " '", id, "' is not a valid id"));
   }
   for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-              c == '-' || c == '.';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.';
     if (!ok) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, " '", absl::CEscape(id), "' has a character outside [A-Za-z0-9_.-]"));
@@ -75,7 +75,8 @@ absl::Status ValidateId(absl::string_view what, absl::string_view id) {
 
 absl::Status ValidateAbsolutePath(absl::string_view what, absl::string_view path) {
   if (path.empty() || path[0] != '/') {
-    return absl::InvalidArgumentError(absl::StrCat(what, " '", absl::CEscape(path), "' is not an absolute path"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " '", absl::CEscape(path), "' is not an absolute path"));
   }
   if (path.size() > 4000) return absl::InvalidArgumentError(absl::StrCat(what, " is too long"));
   if (path.find('\0') != absl::string_view::npos) {

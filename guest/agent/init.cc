@@ -44,7 +44,8 @@ absl::Status InitGuestFilesystems() {
   }
   // /dev/ptmx of the devpts instance.
   ::unlink("/dev/ptmx");
-  if (::symlink("pts/ptmx", "/dev/ptmx") != 0 && errno != EEXIST) return ErrnoStatus("symlink /dev/ptmx");
+  if (::symlink("pts/ptmx", "/dev/ptmx") != 0 && errno != EEXIST)
+    return ErrnoStatus("symlink /dev/ptmx");
   if (::fcntl(0, F_GETFD) < 0) {
     int fd = ::open("/dev/console", O_RDWR);
     if (fd >= 0) {

@@ -21,10 +21,10 @@
 namespace vessel::agent {
 namespace {
 
-constexpr const char* kMaskedPaths[] = {"/proc/acpi",          "/proc/asound",      "/proc/kcore",
-                                        "/proc/keys",          "/proc/latency_stats", "/proc/timer_list",
-                                        "/proc/timer_stats",   "/proc/sched_debug", "/proc/scsi",
-                                        "/sys/firmware"};
+constexpr const char* kMaskedPaths[] = {
+    "/proc/acpi",          "/proc/asound",     "/proc/kcore",       "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi",          "/sys/firmware"};
 constexpr const char* kReadonlyPaths[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                                           "/proc/sysrq-trigger"};
 
@@ -41,12 +41,15 @@ ParsedOptions ParseOptions(const google::protobuf::RepeatedPtrField<std::string>
     unsigned long flag;
   };
   static constexpr Flag kFlags[] = {
-      {"ro", false, MS_RDONLY},       {"rw", true, MS_RDONLY},        {"nosuid", false, MS_NOSUID},
-      {"suid", true, MS_NOSUID},      {"nodev", false, MS_NODEV},     {"dev", true, MS_NODEV},
-      {"noexec", false, MS_NOEXEC},   {"exec", true, MS_NOEXEC},      {"sync", false, MS_SYNCHRONOUS},
-      {"async", true, MS_SYNCHRONOUS}, {"dirsync", false, MS_DIRSYNC}, {"noatime", false, MS_NOATIME},
-      {"atime", true, MS_NOATIME},    {"nodiratime", false, MS_NODIRATIME}, {"relatime", false, MS_RELATIME},
-      {"strictatime", false, MS_STRICTATIME}, {"bind", false, MS_BIND}, {"rbind", false, MS_BIND | MS_REC},
+      {"ro", false, MS_RDONLY},         {"rw", true, MS_RDONLY},
+      {"nosuid", false, MS_NOSUID},     {"suid", true, MS_NOSUID},
+      {"nodev", false, MS_NODEV},       {"dev", true, MS_NODEV},
+      {"noexec", false, MS_NOEXEC},     {"exec", true, MS_NOEXEC},
+      {"sync", false, MS_SYNCHRONOUS},  {"async", true, MS_SYNCHRONOUS},
+      {"dirsync", false, MS_DIRSYNC},   {"noatime", false, MS_NOATIME},
+      {"atime", true, MS_NOATIME},      {"nodiratime", false, MS_NODIRATIME},
+      {"relatime", false, MS_RELATIME}, {"strictatime", false, MS_STRICTATIME},
+      {"bind", false, MS_BIND},         {"rbind", false, MS_BIND | MS_REC},
   };
   static constexpr Flag kPropagation[] = {
       {"private", false, MS_PRIVATE}, {"rprivate", false, MS_PRIVATE | MS_REC},
@@ -77,22 +80,26 @@ ParsedOptions ParseOptions(const google::protobuf::RepeatedPtrField<std::string>
   return out;
 }
 
-void AddParents(const std::string& rootfs, absl::string_view dest, bool last_is_file, std::vector<MountStep>& steps) {
+void AddParents(const std::string& rootfs, absl::string_view dest, bool last_is_file,
+                std::vector<MountStep>& steps) {
   std::vector<absl::string_view> parts = absl::StrSplit(dest, '/', absl::SkipEmpty());
   std::string path = rootfs;
   for (size_t i = 0; i < parts.size(); ++i) {
     absl::StrAppend(&path, "/", parts[i]);
     MountStep step;
-    step.kind = (i + 1 == parts.size() && last_is_file) ? MountStep::Kind::kTouch : MountStep::Kind::kMkdir;
+    step.kind =
+        (i + 1 == parts.size() && last_is_file) ? MountStep::Kind::kTouch : MountStep::Kind::kMkdir;
     step.target = path;
-    step.what = absl::StrCat(step.kind == MountStep::Kind::kTouch ? "create " : "mkdir ", path.substr(rootfs.size()));
+    step.what = absl::StrCat(step.kind == MountStep::Kind::kTouch ? "create " : "mkdir ",
+                             path.substr(rootfs.size()));
     steps.push_back(std::move(step));
   }
 }
 
 }  // namespace
 
-absl::StatusOr<RootfsPlan> PlanRootfs(const std::string& root, const std::string& rootfs, bool readonly,
+absl::StatusOr<RootfsPlan> PlanRootfs(const std::string& root, const std::string& rootfs,
+                                      bool readonly,
                                       const google::protobuf::RepeatedPtrField<v1::Mount>& mounts) {
   VESSEL_RETURN_IF_ERROR(ValidateAbsolutePath("rootfs", rootfs));
   RootfsPlan plan;
@@ -120,27 +127,30 @@ absl::StatusOr<RootfsPlan> PlanRootfs(const std::string& root, const std::string
       VESSEL_RETURN_IF_ERROR(ValidateAbsolutePath("bind mount source", m.source()));
       std::string source = UnderRoot(root, m.source());
       if (::stat(source.c_str(), &st) != 0) {
-        return absl::InvalidArgumentError(absl::StrCat("bind mount source ", m.source(), " for ", m.destination(),
-                                                       " does not exist"));
+        return absl::InvalidArgumentError(absl::StrCat("bind mount source ", m.source(), " for ",
+                                                       m.destination(), " does not exist"));
       }
       AddParents(plan.rootfs, m.destination(), !S_ISDIR(st.st_mode), plan.steps);
-      plan.steps.push_back({MountStep::Kind::kMount, source, target, "", "", MS_BIND | (opts.flags & MS_REC), what});
+      plan.steps.push_back(
+          {MountStep::Kind::kMount, source, target, "", "", MS_BIND | (opts.flags & MS_REC), what});
       unsigned long remount = opts.flags & ~(MS_BIND | MS_REC);
       if (remount != 0) {
-        plan.steps.push_back({MountStep::Kind::kMount, "", target, "", "", MS_BIND | MS_REMOUNT | remount,
+        plan.steps.push_back({MountStep::Kind::kMount, "", target, "", "",
+                              MS_BIND | MS_REMOUNT | remount,
                               absl::StrCat("remount bind ", m.destination(), " with its options")});
       }
-    } else if (type == "proc" || type == "sysfs" || type == "tmpfs" || type == "devpts" || type == "mqueue" ||
-               type == "cgroup2" || type == "cgroup") {
+    } else if (type == "proc" || type == "sysfs" || type == "tmpfs" || type == "devpts" ||
+               type == "mqueue" || type == "cgroup2" || type == "cgroup") {
       if (type == "cgroup") type = "cgroup2";
       AddParents(plan.rootfs, m.destination(), false, plan.steps);
       std::string source = m.source().empty() ? type : m.source();
-      plan.steps.push_back({MountStep::Kind::kMount, source, target, type, absl::StrJoin(opts.data, ","),
-                            opts.flags & ~(MS_BIND | MS_REC), what});
+      plan.steps.push_back({MountStep::Kind::kMount, source, target, type,
+                            absl::StrJoin(opts.data, ","), opts.flags & ~(MS_BIND | MS_REC), what});
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("mount type '", absl::CEscape(type), "' for ", m.destination(),
-                                                     " is not supported (proc, sysfs, tmpfs, devpts, mqueue, "
-                                                     "cgroup2, bind)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("mount type '", absl::CEscape(type), "' for ", m.destination(),
+                       " is not supported (proc, sysfs, tmpfs, devpts, mqueue, "
+                       "cgroup2, bind)"));
     }
     if (opts.propagation != 0) {
       plan.steps.push_back({MountStep::Kind::kMount, "", target, "", "", opts.propagation,
@@ -148,12 +158,12 @@ absl::StatusOr<RootfsPlan> PlanRootfs(const std::string& root, const std::string
     }
   }
   for (const char* path : kMaskedPaths) {
-    plan.steps.push_back({MountStep::Kind::kMask, "/dev/null", absl::StrCat(plan.rootfs, path), "tmpfs", "", 0,
-                          absl::StrCat("mask ", path)});
+    plan.steps.push_back({MountStep::Kind::kMask, "/dev/null", absl::StrCat(plan.rootfs, path),
+                          "tmpfs", "", 0, absl::StrCat("mask ", path)});
   }
   for (const char* path : kReadonlyPaths) {
-    plan.steps.push_back({MountStep::Kind::kReadonly, "", absl::StrCat(plan.rootfs, path), "", "", 0,
-                          absl::StrCat("make ", path, " read-only")});
+    plan.steps.push_back({MountStep::Kind::kReadonly, "", absl::StrCat(plan.rootfs, path), "", "",
+                          0, absl::StrCat("make ", path, " read-only")});
   }
   return plan;
 }
@@ -198,7 +208,9 @@ int RunMountSteps(const std::vector<MountStep>& steps, const MountStep** failed)
           if (errno == ENOENT) break;
           return errno;
         }
-        if (::mount(nullptr, target, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, nullptr) != 0) return errno;
+        if (::mount(nullptr, target, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, nullptr) !=
+            0)
+          return errno;
         break;
     }
   }
@@ -218,17 +230,20 @@ absl::StatusOr<std::string> MountStorage(const std::string& root, const v1::Stor
     source = UnderRoot(root, storage.source());
     struct stat st;
     if (::stat(source.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      return absl::InvalidArgumentError(absl::StrCat("bind storage source ", storage.source(), " is not a directory"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("bind storage source ", storage.source(), " is not a directory"));
     }
   } else if (driver == "tmpfs") {
     source = "tmpfs";
     fstype = "tmpfs";
   } else if (driver == "virtio-fs") {
-    if (storage.source().empty()) return absl::InvalidArgumentError("virtio-fs storage needs a tag in source");
+    if (storage.source().empty())
+      return absl::InvalidArgumentError("virtio-fs storage needs a tag in source");
     source = storage.source();
     fstype = storage.fstype().empty() ? "virtiofs" : storage.fstype();
   } else if (driver == "virtio-blk") {
-    if (storage.fstype().empty()) return absl::InvalidArgumentError("virtio-blk storage needs an fstype");
+    if (storage.fstype().empty())
+      return absl::InvalidArgumentError("virtio-blk storage needs an fstype");
     fstype = storage.fstype();
     if (absl::StartsWith(storage.source(), "/dev/")) {
       VESSEL_RETURN_IF_ERROR(ValidateAbsolutePath("virtio-blk source", storage.source()));
@@ -238,7 +253,8 @@ absl::StatusOr<std::string> MountStorage(const std::string& root, const v1::Stor
       DIR* dir = ::opendir("/sys/block");
       if (dir != nullptr) {
         while (dirent* e = ::readdir(dir)) {
-          absl::StatusOr<std::string> serial = ReadSmallFile(absl::StrCat("/sys/block/", e->d_name, "/serial"));
+          absl::StatusOr<std::string> serial =
+              ReadSmallFile(absl::StrCat("/sys/block/", e->d_name, "/serial"));
           if (serial.ok() && absl::StripTrailingAsciiWhitespace(*serial) == storage.source()) {
             source = absl::StrCat("/dev/", e->d_name);
           }
@@ -246,27 +262,32 @@ absl::StatusOr<std::string> MountStorage(const std::string& root, const v1::Stor
         ::closedir(dir);
       }
       if (source.empty()) {
-        return absl::NotFoundError(absl::StrCat("no virtio-blk disk has serial '", absl::CEscape(storage.source()), "'"));
+        return absl::NotFoundError(
+            absl::StrCat("no virtio-blk disk has serial '", absl::CEscape(storage.source()), "'"));
       }
     }
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("storage driver '", absl::CEscape(driver),
-                                                   "' is not supported (bind, tmpfs, virtio-fs, virtio-blk)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("storage driver '", absl::CEscape(driver),
+                     "' is not supported (bind, tmpfs, virtio-fs, virtio-blk)"));
   }
   VESSEL_RETURN_IF_ERROR(MkdirAll(mount_point));
   std::string data = absl::StrJoin(opts.data, ",");
   if (driver == "bind") {
     if (::mount(source.c_str(), mount_point.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
-      return ErrnoStatus(absl::StrCat("bind storage ", storage.source(), " on ", storage.mount_point()));
+      return ErrnoStatus(
+          absl::StrCat("bind storage ", storage.source(), " on ", storage.mount_point()));
     }
-    if (flags != 0 && ::mount(nullptr, mount_point.c_str(), nullptr, MS_BIND | MS_REMOUNT | flags, nullptr) != 0) {
+    if (flags != 0 && ::mount(nullptr, mount_point.c_str(), nullptr, MS_BIND | MS_REMOUNT | flags,
+                              nullptr) != 0) {
       absl::Status status = ErrnoStatus(absl::StrCat("remount storage ", storage.mount_point()));
       ::umount2(mount_point.c_str(), MNT_DETACH);
       return status;
     }
   } else if (::mount(source.c_str(), mount_point.c_str(), fstype.c_str(), flags,
                      data.empty() ? nullptr : data.c_str()) != 0) {
-    return ErrnoStatus(absl::StrCat("mount ", driver, " storage ", source, " on ", storage.mount_point()));
+    return ErrnoStatus(
+        absl::StrCat("mount ", driver, " storage ", source, " on ", storage.mount_point()));
   }
   return mount_point;
 }

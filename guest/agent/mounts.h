@@ -17,10 +17,10 @@ namespace vessel::agent {
 // One thing the child does to build the container's file system.
 struct MountStep {
   enum class Kind {
-    kMkdir,     // mkdir target (EEXIST fine)
-    kTouch,     // create an empty file at target (a bind mount of a file)
-    kMount,     // mount(source, target, fstype, flags, data)
-    kMask,      // masked path: /dev/null over a file, read-only tmpfs over a directory; absent: skip
+    kMkdir,  // mkdir target (EEXIST fine)
+    kTouch,  // create an empty file at target (a bind mount of a file)
+    kMount,  // mount(source, target, fstype, flags, data)
+    kMask,   // masked path: /dev/null over a file, read-only tmpfs over a directory; absent: skip
     kReadonly,  // read-only path: bind onto itself, remount read-only; absent: skip
   };
   Kind kind = Kind::kMount;
@@ -39,7 +39,8 @@ struct RootfsPlan {
 // Validates and plans: every destination absolute and free of "..", types proc, sysfs, tmpfs,
 // devpts, mqueue, cgroup2, bind; bind sources exist (mapped under `root`). Adds the default masked
 // and read-only paths of an OCI runtime (/proc/kcore, /proc/sys, ...).
-absl::StatusOr<RootfsPlan> PlanRootfs(const std::string& root, const std::string& rootfs, bool readonly,
+absl::StatusOr<RootfsPlan> PlanRootfs(const std::string& root, const std::string& rootfs,
+                                      bool readonly,
                                       const google::protobuf::RepeatedPtrField<v1::Mount>& mounts);
 
 // Child side: runs the steps. Returns 0, or the errno with *failed pointing at the failing step.

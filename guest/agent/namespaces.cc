@@ -21,9 +21,12 @@ struct NsInfo {
 };
 
 constexpr NsInfo kNamespaces[] = {
-    {v1::NAMESPACE_TYPE_PID, CLONE_NEWPID, "pid"},     {v1::NAMESPACE_TYPE_NETWORK, CLONE_NEWNET, "net"},
-    {v1::NAMESPACE_TYPE_MOUNT, CLONE_NEWNS, "mnt"},    {v1::NAMESPACE_TYPE_IPC, CLONE_NEWIPC, "ipc"},
-    {v1::NAMESPACE_TYPE_UTS, CLONE_NEWUTS, "uts"},     {v1::NAMESPACE_TYPE_CGROUP, CLONE_NEWCGROUP, "cgroup"},
+    {v1::NAMESPACE_TYPE_PID, CLONE_NEWPID, "pid"},
+    {v1::NAMESPACE_TYPE_NETWORK, CLONE_NEWNET, "net"},
+    {v1::NAMESPACE_TYPE_MOUNT, CLONE_NEWNS, "mnt"},
+    {v1::NAMESPACE_TYPE_IPC, CLONE_NEWIPC, "ipc"},
+    {v1::NAMESPACE_TYPE_UTS, CLONE_NEWUTS, "uts"},
+    {v1::NAMESPACE_TYPE_CGROUP, CLONE_NEWCGROUP, "cgroup"},
 };
 
 absl::StatusOr<ScopedFd> OpenNs(const std::string& path) {
@@ -48,10 +51,12 @@ absl::StatusOr<NamespacePlan> PlanNamespaces(
       if (candidate.type == ns.type()) info = &candidate;
     }
     if (info == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown namespace type ", static_cast<int>(ns.type())));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown namespace type ", static_cast<int>(ns.type())));
     }
     if (!seen.insert(info->flag).second) {
-      return absl::InvalidArgumentError(absl::StrCat("namespace ", info->proc_name, " is listed twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("namespace ", info->proc_name, " is listed twice"));
     }
     if (info->flag == CLONE_NEWNS) {
       has_mount = true;
@@ -67,16 +72,19 @@ absl::StatusOr<NamespacePlan> PlanNamespaces(
       }
       continue;
     }
-    VESSEL_RETURN_IF_ERROR(ValidateAbsolutePath(absl::StrCat(info->proc_name, " namespace path"), ns.path()));
+    VESSEL_RETURN_IF_ERROR(
+        ValidateAbsolutePath(absl::StrCat(info->proc_name, " namespace path"), ns.path()));
     VESSEL_ASSIGN_OR_RETURN(ScopedFd fd, OpenNs(UnderRoot(root, ns.path())));
     if (info->flag == CLONE_NEWPID) {
       plan.join_pid = std::move(fd);
     } else {
-      plan.join.push_back({std::move(fd), info->flag, absl::StrCat("setns ", info->proc_name, " ", ns.path())});
+      plan.join.push_back(
+          {std::move(fd), info->flag, absl::StrCat("setns ", info->proc_name, " ", ns.path())});
     }
   }
   if (!has_mount) {
-    return absl::InvalidArgumentError("a container needs a new mount namespace (NAMESPACE_TYPE_MOUNT)");
+    return absl::InvalidArgumentError(
+        "a container needs a new mount namespace (NAMESPACE_TYPE_MOUNT)");
   }
   return plan;
 }

@@ -27,15 +27,18 @@ uint64_t ReadOomKills(const std::string& events_path) {
   return 0;
 }
 
-absl::StatusOr<std::unique_ptr<OomWatcher>> OomWatcher::Create(std::function<void(const std::string&)> on_oom) {
+absl::StatusOr<std::unique_ptr<OomWatcher>> OomWatcher::Create(
+    std::function<void(const std::string&)> on_oom) {
   ScopedFd inotify(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
   if (!inotify.valid()) return ErrnoStatus("inotify_init1");
   ScopedFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake.valid()) return ErrnoStatus("eventfd");
-  return std::unique_ptr<OomWatcher>(new OomWatcher(std::move(inotify), std::move(wake), std::move(on_oom)));
+  return std::unique_ptr<OomWatcher>(
+      new OomWatcher(std::move(inotify), std::move(wake), std::move(on_oom)));
 }
 
-OomWatcher::OomWatcher(ScopedFd inotify, ScopedFd wake, std::function<void(const std::string&)> on_oom)
+OomWatcher::OomWatcher(ScopedFd inotify, ScopedFd wake,
+                       std::function<void(const std::string&)> on_oom)
     : inotify_(std::move(inotify)), wake_(std::move(wake)), on_oom_(std::move(on_oom)) {
   thread_ = std::thread([this] { Run(); });
 }
@@ -53,7 +56,8 @@ void OomWatcher::Watch(const std::string& container_id, const std::string& cgrou
   std::lock_guard<std::mutex> lock(mu_);
   int wd = ::inotify_add_watch(inotify_.get(), path.c_str(), IN_MODIFY);
   if (wd < 0) {
-    LogWarning("agent: inotify_add_watch ", path, ": ", strerror(errno), ": no OOM events for ", container_id);
+    LogWarning("agent: inotify_add_watch ", path, ": ", strerror(errno), ": no OOM events for ",
+               container_id);
     return;
   }
   by_wd_[wd] = Watched{container_id, path, ReadOomKills(path)};

@@ -19,7 +19,8 @@ namespace vessel::agent {
 class OomWatcher {
  public:
   // `on_oom` runs on the watcher's thread, with no lock of the watcher held.
-  static absl::StatusOr<std::unique_ptr<OomWatcher>> Create(std::function<void(const std::string&)> on_oom);
+  static absl::StatusOr<std::unique_ptr<OomWatcher>> Create(
+      std::function<void(const std::string&)> on_oom);
   ~OomWatcher();  // stops and joins
   OomWatcher(const OomWatcher&) = delete;
   OomWatcher& operator=(const OomWatcher&) = delete;

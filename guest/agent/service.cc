@@ -21,48 +21,60 @@ std::function<absl::StatusOr<Empty>(const CallContext&, const Req&)> ToEmpty(
 
 }  // namespace
 
-absl::Status RegisterAgentService(ttrpc::Server& server, boost::asio::thread_pool& pool, Agent& agent) {
+absl::Status RegisterAgentService(ttrpc::Server& server, boost::asio::thread_pool& pool,
+                                  Agent& agent) {
   const char* s = kAgentService;
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterBlocking<v1::CreateSandboxRequest, Empty>(
       server, pool, s, "CreateSandbox", ToEmpty(&Agent::CreateSandbox, agent))));
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterBlocking<v1::DestroySandboxRequest, Empty>(
       server, pool, s, "DestroySandbox", ToEmpty(&Agent::DestroySandbox, agent))));
-  VESSEL_RETURN_IF_ERROR((ttrpc::RegisterBlocking<v1::CreateContainerRequest, v1::CreateContainerResponse>(
-      server, pool, s, "CreateContainer",
-      [&agent](const CallContext&, const v1::CreateContainerRequest& req) { return agent.CreateContainer(req); })));
+  VESSEL_RETURN_IF_ERROR(
+      (ttrpc::RegisterBlocking<v1::CreateContainerRequest, v1::CreateContainerResponse>(
+          server, pool, s, "CreateContainer",
+          [&agent](const CallContext&, const v1::CreateContainerRequest& req) {
+            return agent.CreateContainer(req);
+          })));
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterBlocking<v1::StartContainerRequest, Empty>(
       server, pool, s, "StartContainer", ToEmpty(&Agent::StartContainer, agent))));
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterBlocking<v1::ExecProcessRequest, v1::ExecProcessResponse>(
       server, pool, s, "ExecProcess",
-      [&agent](const CallContext&, const v1::ExecProcessRequest& req) { return agent.ExecProcess(req); })));
+      [&agent](const CallContext&, const v1::ExecProcessRequest& req) {
+        return agent.ExecProcess(req);
+      })));
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterAsync<v1::WaitProcessRequest, v1::WaitProcessResponse>(
       server, s, "WaitProcess",
       [&agent](const CallContext&, const v1::WaitProcessRequest& req,
-               ttrpc::TypedReply<v1::WaitProcessResponse> reply) { agent.WaitProcess(req, std::move(reply)); })));
+               ttrpc::TypedReply<v1::WaitProcessResponse> reply) {
+        agent.WaitProcess(req, std::move(reply));
+      })));
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterUnary<v1::SignalProcessRequest, Empty>(
       server, s, "SignalProcess", ToEmpty(&Agent::SignalProcess, agent))));
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterBlocking<v1::RemoveContainerRequest, Empty>(
       server, pool, s, "RemoveContainer", ToEmpty(&Agent::RemoveContainer, agent))));
-  VESSEL_RETURN_IF_ERROR((ttrpc::RegisterUnary<v1::ResizeTtyRequest, Empty>(server, s, "ResizeTty",
-                                                                          ToEmpty(&Agent::ResizeTty, agent))));
-  VESSEL_RETURN_IF_ERROR((ttrpc::RegisterUnary<v1::CloseStdinRequest, Empty>(server, s, "CloseStdin",
-                                                                           ToEmpty(&Agent::CloseStdin, agent))));
-  VESSEL_RETURN_IF_ERROR((ttrpc::RegisterBlocking<v1::StatsContainerRequest, v1::StatsContainerResponse>(
-      server, pool, s, "StatsContainer",
-      [&agent](const CallContext&, const v1::StatsContainerRequest& req) { return agent.StatsContainer(req); })));
+  VESSEL_RETURN_IF_ERROR((ttrpc::RegisterUnary<v1::ResizeTtyRequest, Empty>(
+      server, s, "ResizeTty", ToEmpty(&Agent::ResizeTty, agent))));
+  VESSEL_RETURN_IF_ERROR((ttrpc::RegisterUnary<v1::CloseStdinRequest, Empty>(
+      server, s, "CloseStdin", ToEmpty(&Agent::CloseStdin, agent))));
+  VESSEL_RETURN_IF_ERROR(
+      (ttrpc::RegisterBlocking<v1::StatsContainerRequest, v1::StatsContainerResponse>(
+          server, pool, s, "StatsContainer",
+          [&agent](const CallContext&, const v1::StatsContainerRequest& req) {
+            return agent.StatsContainer(req);
+          })));
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterAsync<v1::GetOOMEventRequest, v1::OOMEvent>(
       server, s, "GetOOMEvent",
-      [&agent](const CallContext&, const v1::GetOOMEventRequest&, ttrpc::TypedReply<v1::OOMEvent> reply) {
-        agent.GetOOMEvent(std::move(reply));
-      })));
+      [&agent](const CallContext&, const v1::GetOOMEventRequest&,
+               ttrpc::TypedReply<v1::OOMEvent> reply) { agent.GetOOMEvent(std::move(reply)); })));
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterUnary<v1::HealthRequest, v1::HealthResponse>(
-      server, s, "Health", [](const CallContext&, const v1::HealthRequest&) -> absl::StatusOr<v1::HealthResponse> {
+      server, s, "Health",
+      [](const CallContext&, const v1::HealthRequest&) -> absl::StatusOr<v1::HealthResponse> {
         v1::HealthResponse resp;
         resp.set_status(v1::HealthResponse::SERVING_STATUS_SERVING);
         return resp;
       })));
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterUnary<v1::VersionRequest, v1::VersionResponse>(
-      server, s, "Version", [](const CallContext&, const v1::VersionRequest&) -> absl::StatusOr<v1::VersionResponse> {
+      server, s, "Version",
+      [](const CallContext&, const v1::VersionRequest&) -> absl::StatusOr<v1::VersionResponse> {
         v1::VersionResponse resp;
         resp.set_agent_version(kAgentVersion);
         resp.set_protocol_version(v1::PROTOCOL_VERSION_CURRENT);

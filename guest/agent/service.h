@@ -16,7 +16,8 @@ namespace vessel::agent {
 inline constexpr char kAgentService[] = "vessel.agent.v1.Agent";
 inline constexpr char kAgentVersion[] = VESSEL_AGENT_VERSION;
 
-absl::Status RegisterAgentService(ttrpc::Server& server, boost::asio::thread_pool& pool, Agent& agent);
+absl::Status RegisterAgentService(ttrpc::Server& server, boost::asio::thread_pool& pool,
+                                  Agent& agent);
 
 }  // namespace vessel::agent
 

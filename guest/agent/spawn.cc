@@ -39,25 +39,58 @@ struct ChildReport {
 constexpr int32_t kReady = 1;
 constexpr int32_t kError = 2;
 
-constexpr const char* kCapNames[] = {
-    "CAP_CHOWN",           "CAP_DAC_OVERRIDE",  "CAP_DAC_READ_SEARCH", "CAP_FOWNER",          "CAP_FSETID",
-    "CAP_KILL",            "CAP_SETGID",        "CAP_SETUID",          "CAP_SETPCAP",         "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN",       "CAP_NET_RAW",         "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",       "CAP_SYS_MODULE",    "CAP_SYS_RAWIO",       "CAP_SYS_CHROOT",      "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",       "CAP_SYS_ADMIN",     "CAP_SYS_BOOT",        "CAP_SYS_NICE",        "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",        "CAP_SYS_TTY_CONFIG", "CAP_MKNOD",          "CAP_LEASE",           "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",   "CAP_SETFCAP",       "CAP_MAC_OVERRIDE",    "CAP_MAC_ADMIN",       "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",      "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",      "CAP_PERFMON",         "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE"};
+constexpr const char* kCapNames[] = {"CAP_CHOWN",
+                                     "CAP_DAC_OVERRIDE",
+                                     "CAP_DAC_READ_SEARCH",
+                                     "CAP_FOWNER",
+                                     "CAP_FSETID",
+                                     "CAP_KILL",
+                                     "CAP_SETGID",
+                                     "CAP_SETUID",
+                                     "CAP_SETPCAP",
+                                     "CAP_LINUX_IMMUTABLE",
+                                     "CAP_NET_BIND_SERVICE",
+                                     "CAP_NET_BROADCAST",
+                                     "CAP_NET_ADMIN",
+                                     "CAP_NET_RAW",
+                                     "CAP_IPC_LOCK",
+                                     "CAP_IPC_OWNER",
+                                     "CAP_SYS_MODULE",
+                                     "CAP_SYS_RAWIO",
+                                     "CAP_SYS_CHROOT",
+                                     "CAP_SYS_PTRACE",
+                                     "CAP_SYS_PACCT",
+                                     "CAP_SYS_ADMIN",
+                                     "CAP_SYS_BOOT",
+                                     "CAP_SYS_NICE",
+                                     "CAP_SYS_RESOURCE",
+                                     "CAP_SYS_TIME",
+                                     "CAP_SYS_TTY_CONFIG",
+                                     "CAP_MKNOD",
+                                     "CAP_LEASE",
+                                     "CAP_AUDIT_WRITE",
+                                     "CAP_AUDIT_CONTROL",
+                                     "CAP_SETFCAP",
+                                     "CAP_MAC_OVERRIDE",
+                                     "CAP_MAC_ADMIN",
+                                     "CAP_SYSLOG",
+                                     "CAP_WAKE_ALARM",
+                                     "CAP_BLOCK_SUSPEND",
+                                     "CAP_AUDIT_READ",
+                                     "CAP_PERFMON",
+                                     "CAP_BPF",
+                                     "CAP_CHECKPOINT_RESTORE"};
 constexpr int kNumCaps = sizeof(kCapNames) / sizeof(kCapNames[0]);
 
 // The OCI runtime default set (containerd's default spec).
-constexpr const char* kDefaultCaps[] = {"CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FSETID",     "CAP_FOWNER",
-                                        "CAP_MKNOD",  "CAP_NET_RAW",      "CAP_SETGID",     "CAP_SETUID",
-                                        "CAP_SETFCAP", "CAP_SETPCAP",     "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
-                                        "CAP_KILL",   "CAP_AUDIT_WRITE"};
+constexpr const char* kDefaultCaps[] = {
+    "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
+    "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
+    "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+    "CAP_KILL",    "CAP_AUDIT_WRITE"};
 
-absl::StatusOr<uint64_t> CapMask(const google::protobuf::RepeatedPtrField<std::string>& names, const char* set) {
+absl::StatusOr<uint64_t> CapMask(const google::protobuf::RepeatedPtrField<std::string>& names,
+                                 const char* set) {
   uint64_t mask = 0;
   for (const std::string& name : names) {
     int found = -1;
@@ -78,13 +111,22 @@ absl::StatusOr<int> RlimitResource(absl::string_view name) {
     const char* name;
     int resource;
   };
-  static constexpr Entry kLimits[] = {
-      {"RLIMIT_AS", RLIMIT_AS},           {"RLIMIT_CORE", RLIMIT_CORE},       {"RLIMIT_CPU", RLIMIT_CPU},
-      {"RLIMIT_DATA", RLIMIT_DATA},       {"RLIMIT_FSIZE", RLIMIT_FSIZE},     {"RLIMIT_LOCKS", RLIMIT_LOCKS},
-      {"RLIMIT_MEMLOCK", RLIMIT_MEMLOCK}, {"RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE}, {"RLIMIT_NICE", RLIMIT_NICE},
-      {"RLIMIT_NOFILE", RLIMIT_NOFILE},   {"RLIMIT_NPROC", RLIMIT_NPROC},     {"RLIMIT_RSS", RLIMIT_RSS},
-      {"RLIMIT_RTPRIO", RLIMIT_RTPRIO},   {"RLIMIT_RTTIME", RLIMIT_RTTIME},   {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING},
-      {"RLIMIT_STACK", RLIMIT_STACK}};
+  static constexpr Entry kLimits[] = {{"RLIMIT_AS", RLIMIT_AS},
+                                      {"RLIMIT_CORE", RLIMIT_CORE},
+                                      {"RLIMIT_CPU", RLIMIT_CPU},
+                                      {"RLIMIT_DATA", RLIMIT_DATA},
+                                      {"RLIMIT_FSIZE", RLIMIT_FSIZE},
+                                      {"RLIMIT_LOCKS", RLIMIT_LOCKS},
+                                      {"RLIMIT_MEMLOCK", RLIMIT_MEMLOCK},
+                                      {"RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE},
+                                      {"RLIMIT_NICE", RLIMIT_NICE},
+                                      {"RLIMIT_NOFILE", RLIMIT_NOFILE},
+                                      {"RLIMIT_NPROC", RLIMIT_NPROC},
+                                      {"RLIMIT_RSS", RLIMIT_RSS},
+                                      {"RLIMIT_RTPRIO", RLIMIT_RTPRIO},
+                                      {"RLIMIT_RTTIME", RLIMIT_RTTIME},
+                                      {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING},
+                                      {"RLIMIT_STACK", RLIMIT_STACK}};
   for (const Entry& e : kLimits) {
     if (name == e.name) return e.resource;
   }
@@ -132,7 +174,8 @@ absl::StatusOr<int> RlimitResource(absl::string_view name) {
     if (!req.hostname.empty() && ::sethostname(req.hostname.data(), req.hostname.size()) != 0) {
       ChildFail(report_fd, errno, "sethostname");
     }
-    if (::chdir(req.rootfs->rootfs.c_str()) != 0) ChildFail(report_fd, errno, "chdir to the rootfs");
+    if (::chdir(req.rootfs->rootfs.c_str()) != 0)
+      ChildFail(report_fd, errno, "chdir to the rootfs");
     if (::syscall(SYS_pivot_root, ".", ".") != 0) ChildFail(report_fd, errno, "pivot_root");
     if (::umount2(".", MNT_DETACH) != 0) ChildFail(report_fd, errno, "detach the old root");
     if (::chdir("/") != 0) ChildFail(report_fd, errno, "chdir /");
@@ -143,7 +186,8 @@ absl::StatusOr<int> RlimitResource(absl::string_view name) {
   }
   ChildStdio& io = *req.stdio;
   if (io.pty_slave.valid()) {
-    if (::ioctl(io.pty_slave.get(), TIOCSCTTY, 0) != 0) ChildFail(report_fd, errno, "set the controlling terminal");
+    if (::ioctl(io.pty_slave.get(), TIOCSCTTY, 0) != 0)
+      ChildFail(report_fd, errno, "set the controlling terminal");
     for (int fd = 0; fd < 3; ++fd) {
       if (::dup2(io.pty_slave.get(), fd) < 0) ChildFail(report_fd, errno, "dup2 the pty");
     }
@@ -159,7 +203,8 @@ absl::StatusOr<int> RlimitResource(absl::string_view name) {
     if (::setrlimit(resource, &limit) != 0) ChildFail(report_fd, errno, p.rlimit_error.c_str());
   }
   for (int cap = 0; cap <= 63; ++cap) {
-    if ((p.bounding & (uint64_t{1} << cap)) == 0 && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
+    if ((p.bounding & (uint64_t{1} << cap)) == 0 && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 &&
+        errno != EINVAL) {
       ChildFail(report_fd, errno, "drop a capability from the bounding set");
     }
   }
@@ -236,12 +281,14 @@ absl::StatusOr<ProcessPlan> PlanProcess(const v1::Process& process) {
   }
   std::string path = kDefaultPath;
   for (const std::string& s : process.args()) {
-    if (s.find('\0') != std::string::npos) return absl::InvalidArgumentError("a process argument contains a NUL byte");
+    if (s.find('\0') != std::string::npos)
+      return absl::InvalidArgumentError("a process argument contains a NUL byte");
     p.argv.push_back(s);
   }
   for (const std::string& s : process.env()) {
     if (s.find('\0') != std::string::npos || s.find('=') == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("env entry '", absl::CEscape(s), "' is not KEY=VALUE"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("env entry '", absl::CEscape(s), "' is not KEY=VALUE"));
     }
     if (absl::StartsWith(s, "PATH=")) path = s.substr(5);
     p.env.push_back(s);
@@ -253,22 +300,26 @@ absl::StatusOr<ProcessPlan> PlanProcess(const v1::Process& process) {
   const std::string& arg0 = process.args(0);
   if (arg0.find('/') != std::string::npos) {
     p.exe_candidates.push_back(arg0);
-    p.exe_not_found = absl::StrCat("executable '", absl::CEscape(arg0), "' not found or not executable");
+    p.exe_not_found =
+        absl::StrCat("executable '", absl::CEscape(arg0), "' not found or not executable");
   } else {
     for (absl::string_view dir : absl::StrSplit(path, ':', absl::SkipEmpty())) {
       p.exe_candidates.push_back(absl::StrCat(dir, "/", arg0));
     }
-    p.exe_not_found = absl::StrCat("executable '", absl::CEscape(arg0), "' not found in $PATH (", path, ")");
+    p.exe_not_found =
+        absl::StrCat("executable '", absl::CEscape(arg0), "' not found in $PATH (", path, ")");
   }
   p.exe_not_found.resize(std::min<size_t>(p.exe_not_found.size(), 400));
   p.cwd = process.cwd().empty() ? "/" : process.cwd();
   if (p.cwd[0] != '/' || p.cwd.find('\0') != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("cwd '", absl::CEscape(p.cwd), "' is not an absolute path"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cwd '", absl::CEscape(p.cwd), "' is not an absolute path"));
   }
   p.cwd_error = absl::StrCat("cannot chdir to cwd '", absl::CEscape(p.cwd), "'").substr(0, 400);
   p.uid = process.user().uid();
   p.gid = process.user().gid();
-  if (process.user().additional_gids_size() > 64) return absl::InvalidArgumentError("more than 64 additional gids");
+  if (process.user().additional_gids_size() > 64)
+    return absl::InvalidArgumentError("more than 64 additional gids");
   for (uint32_t g : process.user().additional_gids()) p.additional_gids.push_back(g);
   for (const v1::Rlimit& r : process.rlimits()) {
     VESSEL_ASSIGN_OR_RETURN(int resource, RlimitResource(r.type()));
@@ -301,7 +352,8 @@ absl::StatusOr<Spawned> Spawn(SpawnRequest& req) {
   int report[2], start[2] = {-1, -1};
   if (::pipe2(report, O_CLOEXEC) != 0) return ErrnoStatus("pipe2 (error pipe)");
   ScopedFd report_read(report[0]), report_write(report[1]);
-  if (req.wait_for_start && ::pipe2(start, O_CLOEXEC) != 0) return ErrnoStatus("pipe2 (start pipe)");
+  if (req.wait_for_start && ::pipe2(start, O_CLOEXEC) != 0)
+    return ErrnoStatus("pipe2 (start pipe)");
   ScopedFd start_read(start[0]), start_write(start[1]);
 
   int flags = req.namespaces->clone_flags | SIGCHLD;

@@ -49,7 +49,7 @@ struct SpawnRequest {
   std::string hostname;                // set in the new UTS namespace
   int cgroup_procs_fd = -1;            // the child writes "0" here first
   ChildStdio* stdio = nullptr;
-  bool wait_for_start = false;         // container init: report ready, block until Start
+  bool wait_for_start = false;  // container init: report ready, block until Start
 };
 
 struct Spawned {

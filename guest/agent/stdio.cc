@@ -22,7 +22,9 @@ constexpr uint32_t kHostCid = 2;
 
 class VsockConnector : public HostConnector {
  public:
-  absl::StatusOr<ScopedFd> Connect(uint32_t port) override { return ttrpc::ConnectVsock(kHostCid, port); }
+  absl::StatusOr<ScopedFd> Connect(uint32_t port) override {
+    return ttrpc::ConnectVsock(kHostCid, port);
+  }
 };
 
 class UnixConnector : public HostConnector {
@@ -46,8 +48,8 @@ absl::StatusOr<ScopedFd> ConnectOrNull(HostConnector& connector, uint32_t port, 
   if (port == 0) return OpenDevNull();
   absl::StatusOr<ScopedFd> fd = connector.Connect(port);
   if (!fd.ok()) {
-    return absl::Status(fd.status().code(),
-                        absl::StrCat("connecting ", what, " to host port ", port, ": ", fd.status().message()));
+    return absl::Status(fd.status().code(), absl::StrCat("connecting ", what, " to host port ",
+                                                         port, ": ", fd.status().message()));
   }
   return fd;
 }
@@ -77,11 +79,13 @@ std::unique_ptr<HostConnector> MakeUnixConnector(std::string dir) {
   return std::make_unique<UnixConnector>(std::move(dir));
 }
 
-absl::StatusOr<ChildStdio> OpenChildStdio(HostConnector& connector, const v1::Stdio& stdio, bool terminal) {
+absl::StatusOr<ChildStdio> OpenChildStdio(HostConnector& connector, const v1::Stdio& stdio,
+                                          bool terminal) {
   ChildStdio out;
   if (terminal) {
     if (stdio.terminal_port() != 0) {
-      VESSEL_ASSIGN_OR_RETURN(out.terminal_socket, ConnectOrNull(connector, stdio.terminal_port(), "terminal"));
+      VESSEL_ASSIGN_OR_RETURN(out.terminal_socket,
+                              ConnectOrNull(connector, stdio.terminal_port(), "terminal"));
     }
     out.pty_master.reset(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
     if (!out.pty_master.valid()) return ErrnoStatus("posix_openpt");
@@ -104,7 +108,9 @@ absl::StatusOr<ChildStdio> OpenChildStdio(HostConnector& connector, const v1::St
 }
 
 PtyRelay::PtyRelay(ScopedFd master, ScopedFd socket, std::function<void()> done)
-    : master_(std::move(master)), socket_(std::move(socket)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+    : master_(std::move(master)),
+      socket_(std::move(socket)),
+      wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
       done_(std::move(done)) {
   thread_ = std::thread([this] { Run(); });
 }
@@ -136,7 +142,9 @@ void PtyRelay::Run() {
       ssize_t unused = ::write(master_.get(), &eot, 1);
       (void)unused;
     }
-    pollfd fds[3] = {{master_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}, {input_open ? socket_.get() : -1, POLLIN, 0}};
+    pollfd fds[3] = {{master_.get(), POLLIN, 0},
+                     {wake_.get(), POLLIN, 0},
+                     {input_open ? socket_.get() : -1, POLLIN, 0}};
     if (::poll(fds, 3, -1) < 0) {
       if (errno == EINTR) continue;
       break;

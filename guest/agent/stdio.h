@@ -35,11 +35,11 @@ std::unique_ptr<HostConnector> MakeUnixConnector(std::string dir);
 
 // The fds a new process gets, opened by the agent before clone.
 struct ChildStdio {
-  ScopedFd in, out, err;      // non-terminal: sockets or /dev/null
-  ScopedFd pty_slave;         // terminal: the child's 0/1/2 and controlling tty
-  ScopedFd pty_master;        // terminal: kept by the agent (relay, resize)
-  ScopedFd terminal_socket;   // terminal: the host stream relayed to the master
-  ScopedFd stdin_control;     // non-terminal: the agent's copy of the stdin socket, for CloseStdin
+  ScopedFd in, out, err;     // non-terminal: sockets or /dev/null
+  ScopedFd pty_slave;        // terminal: the child's 0/1/2 and controlling tty
+  ScopedFd pty_master;       // terminal: kept by the agent (relay, resize)
+  ScopedFd terminal_socket;  // terminal: the host stream relayed to the master
+  ScopedFd stdin_control;    // non-terminal: the agent's copy of the stdin socket, for CloseStdin
 };
 
 absl::StatusOr<ChildStdio> OpenChildStdio(HostConnector& connector, const v1::Stdio& stdio,

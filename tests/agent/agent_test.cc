@@ -51,7 +51,8 @@ std::string ReadFile(const std::string& path) {
 
 int CountFds(pid_t pid) {
   int n = 0;
-  for ([[maybe_unused]] const auto& e : fs::directory_iterator(absl::StrCat("/proc/", pid, "/fd"))) ++n;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(absl::StrCat("/proc/", pid, "/fd")))
+    ++n;
   return n;
 }
 
@@ -124,7 +125,8 @@ class AgentTest : public ::testing::Test {
     fs::create_directories(root_ + "/rootfs/tmp");
     fs::create_directories(stdio_dir_);
     fs::copy_file(VESSEL_BUSYBOX_PATH, root_ + "/rootfs/bin/busybox");
-    for (const char* tool : {"sh", "echo", "cat", "sleep", "hostname", "id", "stty", "test", "ls", "kill", "true"}) {
+    for (const char* tool :
+         {"sh", "echo", "cat", "sleep", "hostname", "id", "stty", "test", "ls", "kill", "true"}) {
       fs::create_symlink("busybox", root_ + "/rootfs/bin/" + tool);
     }
     mounts_before_ = CountMountsUnder(dir_);
@@ -133,13 +135,14 @@ class AgentTest : public ::testing::Test {
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       std::string listen = "unix:" + dir_ + "/agent.sock";
-      ::execl(VESSEL_AGENT_PATH, VESSEL_AGENT_PATH, "--listen", listen.c_str(), "--root", root_.c_str(),
-              "--stdio-dir", stdio_dir_.c_str(), static_cast<char*>(nullptr));
+      ::execl(VESSEL_AGENT_PATH, VESSEL_AGENT_PATH, "--listen", listen.c_str(), "--root",
+              root_.c_str(), "--stdio-dir", stdio_dir_.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
     agent_pid_ = pid;
     for (int i = 0; i < 500; ++i) {
-      absl::StatusOr<std::shared_ptr<ttrpc::Client>> client = ttrpc::Client::ConnectUnix(io_.io(), dir_ + "/agent.sock");
+      absl::StatusOr<std::shared_ptr<ttrpc::Client>> client =
+          ttrpc::Client::ConnectUnix(io_.io(), dir_ + "/agent.sock");
       if (client.ok()) {
         client_ = *client;
         break;
@@ -198,12 +201,13 @@ class AgentTest : public ::testing::Test {
     return ttrpc::CallTyped<Resp>(*client_, kService, method, req, options);
   }
 
-  v1::CreateContainerRequest Spec(const std::string& id, std::vector<std::string> args, uint32_t stdout_port = 0) {
+  v1::CreateContainerRequest Spec(const std::string& id, std::vector<std::string> args,
+                                  uint32_t stdout_port = 0) {
     v1::CreateContainerRequest req;
     req.set_container_id(id);
     req.set_rootfs("/rootfs");
-    for (v1::NamespaceType t : {v1::NAMESPACE_TYPE_MOUNT, v1::NAMESPACE_TYPE_PID, v1::NAMESPACE_TYPE_UTS,
-                                v1::NAMESPACE_TYPE_IPC}) {
+    for (v1::NamespaceType t : {v1::NAMESPACE_TYPE_MOUNT, v1::NAMESPACE_TYPE_PID,
+                                v1::NAMESPACE_TYPE_UTS, v1::NAMESPACE_TYPE_IPC}) {
       req.add_namespaces()->set_type(t);
     }
     v1::Mount* proc = req.add_mounts();
@@ -225,7 +229,8 @@ class AgentTest : public ::testing::Test {
     v1::WaitProcessRequest req;
     req.set_container_id(id);
     req.set_exec_id(exec_id);
-    absl::StatusOr<v1::WaitProcessResponse> resp = Call<v1::WaitProcessResponse>("WaitProcess", req);
+    absl::StatusOr<v1::WaitProcessResponse> resp =
+        Call<v1::WaitProcessResponse>("WaitProcess", req);
     if (!resp.ok()) return resp.status();
     EXPECT_GT(resp->exited_at().seconds(), 0);
     return resp->exit_status();
@@ -252,9 +257,11 @@ class AgentTest : public ::testing::Test {
   }
 
   // create -> start -> wait -> remove; returns the exit status and the stdout.
-  std::pair<uint32_t, std::string> RunToExit(const v1::CreateContainerRequest& spec, uint32_t port) {
+  std::pair<uint32_t, std::string> RunToExit(const v1::CreateContainerRequest& spec,
+                                             uint32_t port) {
     StdioListener out(stdio_dir_, port), err(stdio_dir_, port + 1);
-    absl::StatusOr<v1::CreateContainerResponse> created = Call<v1::CreateContainerResponse>("CreateContainer", spec);
+    absl::StatusOr<v1::CreateContainerResponse> created =
+        Call<v1::CreateContainerResponse>("CreateContainer", spec);
     EXPECT_TRUE(created.ok()) << created.status();
     if (!created.ok()) return {~0u, ""};
     EXPECT_GT(created->pid(), 0u);
@@ -274,11 +281,13 @@ class AgentTest : public ::testing::Test {
 };
 
 TEST_F(AgentTest, VersionAndHealth) {
-  absl::StatusOr<v1::VersionResponse> version = Call<v1::VersionResponse>("Version", v1::VersionRequest());
+  absl::StatusOr<v1::VersionResponse> version =
+      Call<v1::VersionResponse>("Version", v1::VersionRequest());
   ASSERT_TRUE(version.ok()) << version.status();
   EXPECT_EQ(version->protocol_version(), static_cast<uint32_t>(v1::PROTOCOL_VERSION_CURRENT));
   EXPECT_FALSE(version->agent_version().empty());
-  absl::StatusOr<v1::HealthResponse> health = Call<v1::HealthResponse>("Health", v1::HealthRequest());
+  absl::StatusOr<v1::HealthResponse> health =
+      Call<v1::HealthResponse>("Health", v1::HealthRequest());
   ASSERT_TRUE(health.ok());
   EXPECT_EQ(health->status(), v1::HealthResponse::SERVING_STATUS_SERVING);
   v1::CreateSandboxRequest again;
@@ -306,7 +315,9 @@ TEST_F(AgentTest, LifecycleStdoutAndExitCodes) {
 
 TEST_F(AgentTest, ExitBeforeWaitIsKept) {
   StdioListener out(stdio_dir_, 200), err(stdio_dir_, 201);
-  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", Spec("c", {"sh", "-c", "exit 7"}, 200)).ok());
+  ASSERT_TRUE(
+      Call<v1::CreateContainerResponse>("CreateContainer", Spec("c", {"sh", "-c", "exit 7"}, 200))
+          .ok());
   ASSERT_TRUE(Start("c").ok());
   out.Wait();
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // reaped long before the wait
@@ -318,7 +329,8 @@ TEST_F(AgentTest, ExitBeforeWaitIsKept) {
 }
 
 TEST_F(AgentTest, KilledBySignalIs128PlusSignal) {
-  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", Spec("k", {"sleep", "100"})).ok());
+  ASSERT_TRUE(
+      Call<v1::CreateContainerResponse>("CreateContainer", Spec("k", {"sleep", "100"})).ok());
   ASSERT_TRUE(Start("k").ok());
   EXPECT_EQ(Remove("k").code(), absl::StatusCode::kFailedPrecondition);  // still running
   // A waiter parked before the exit gets it too.
@@ -349,17 +361,22 @@ TEST_F(AgentTest, ExecIntoRunningContainer) {
   ASSERT_TRUE(Start("e").ok());
   {
     StdioListener out(stdio_dir_, 300);
-    absl::StatusOr<v1::ExecProcessResponse> resp = Call<v1::ExecProcessResponse>("ExecProcess", exec);
+    absl::StatusOr<v1::ExecProcessResponse> resp =
+        Call<v1::ExecProcessResponse>("ExecProcess", exec);
     ASSERT_TRUE(resp.ok()) << resp.status();
     EXPECT_GT(resp->pid(), 0u);
-    EXPECT_EQ(out.Wait(), std::string("exec-host\nsleep\0" "100\0\n", 21));
+    EXPECT_EQ(out.Wait(), std::string("exec-host\nsleep\0"
+                                      "100\0\n",
+                                      21));
     EXPECT_EQ(Wait("e", "x1").value_or(0), 5u);
   }
-  EXPECT_EQ(Call<v1::ExecProcessResponse>("ExecProcess", exec).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(Call<v1::ExecProcessResponse>("ExecProcess", exec).status().code(),
+            absl::StatusCode::kAlreadyExists);
   exec.set_exec_id("x2");
   exec.mutable_process()->set_args(0, "/bin/missing");
   exec.mutable_stdio()->set_stdout_port(0);
-  absl::StatusOr<v1::ExecProcessResponse> missing = Call<v1::ExecProcessResponse>("ExecProcess", exec);
+  absl::StatusOr<v1::ExecProcessResponse> missing =
+      Call<v1::ExecProcessResponse>("ExecProcess", exec);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(missing.status().message(), HasSubstr("/bin/missing"));
   // SIGTERM to all: the exec'ed sleep and the init go.
@@ -434,7 +451,8 @@ TEST_F(AgentTest, CgroupPerContainer) {
   m->set_destination("/sys/fs/cgroup");
   m->set_type("cgroup2");
   if (!has_memory) {
-    absl::StatusOr<v1::CreateContainerResponse> r = Call<v1::CreateContainerResponse>("CreateContainer", spec);
+    absl::StatusOr<v1::CreateContainerResponse> r =
+        Call<v1::CreateContainerResponse>("CreateContainer", spec);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_THAT(r.status().message(), HasSubstr("memory"));
     EXPECT_FALSE(fs::exists(cg + "/m"));
@@ -447,9 +465,11 @@ TEST_F(AgentTest, CgroupPerContainer) {
   // An OOM kill: the process dies of SIGKILL and GetOOMEvent names the container.
   auto oom = std::make_shared<std::promise<absl::StatusOr<v1::OOMEvent>>>();
   std::future<absl::StatusOr<v1::OOMEvent>> oom_event = oom->get_future();
-  ttrpc::StartTypedCall<v1::OOMEvent>(*client_, kService, "GetOOMEvent", v1::GetOOMEventRequest(), {},
-                                      [oom](absl::StatusOr<v1::OOMEvent> e) { oom->set_value(std::move(e)); });
-  v1::CreateContainerRequest hog = Spec("o", {"sh", "-c", "s=aaaaaaaaaaaaaaaa; while true; do s=$s$s; done"});
+  ttrpc::StartTypedCall<v1::OOMEvent>(
+      *client_, kService, "GetOOMEvent", v1::GetOOMEventRequest(), {},
+      [oom](absl::StatusOr<v1::OOMEvent> e) { oom->set_value(std::move(e)); });
+  v1::CreateContainerRequest hog =
+      Spec("o", {"sh", "-c", "s=aaaaaaaaaaaaaaaa; while true; do s=$s$s; done"});
   hog.mutable_resources()->set_memory_limit(16 << 20);
   ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", hog).ok());
   ASSERT_TRUE(Start("o").ok());
@@ -460,7 +480,8 @@ TEST_F(AgentTest, CgroupPerContainer) {
   EXPECT_EQ(event->container_id(), "o");
   v1::StatsContainerRequest stats_o;
   stats_o.set_container_id("o");
-  absl::StatusOr<v1::StatsContainerResponse> stats = Call<v1::StatsContainerResponse>("StatsContainer", stats_o);
+  absl::StatusOr<v1::StatsContainerResponse> stats =
+      Call<v1::StatsContainerResponse>("StatsContainer", stats_o);
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->memory().limit_bytes(), 16u << 20);
   EXPECT_GE(stats->memory().oom_kill_events(), 1u);
@@ -487,8 +508,10 @@ TEST_F(AgentTest, MissingBinaryAndBadCwdFailCreate) {
 
 TEST_F(AgentTest, InvalidSpecs) {
   auto expect_invalid = [this](v1::CreateContainerRequest spec, const std::string& needle) {
-    absl::StatusOr<v1::CreateContainerResponse> r = Call<v1::CreateContainerResponse>("CreateContainer", spec);
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << needle << ": " << r.status();
+    absl::StatusOr<v1::CreateContainerResponse> r =
+        Call<v1::CreateContainerResponse>("CreateContainer", spec);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument)
+        << needle << ": " << r.status();
     EXPECT_THAT(r.status().message(), HasSubstr(needle));
   };
   expect_invalid(Spec("bad", {}), "args are empty");
@@ -522,7 +545,8 @@ TEST_F(AgentTest, InvalidSpecs) {
 TEST_F(AgentTest, StoragesAndReadonlyRootfs) {
   fs::create_directories(root_ + "/data");
   std::ofstream(root_ + "/data/file") << "from a bind storage\n";
-  v1::CreateContainerRequest spec = Spec("s", {"sh", "-c", "cat /data/file; touch /x 2>/dev/null || echo ro"}, 800);
+  v1::CreateContainerRequest spec =
+      Spec("s", {"sh", "-c", "cat /data/file; touch /x 2>/dev/null || echo ro"}, 800);
   v1::Storage* st = spec.add_storages();
   st->set_driver("bind");
   st->set_source("/data");
@@ -544,7 +568,8 @@ TEST_F(AgentTest, TwentyContainersLeaveNothingBehind) {
   int mounts_before = CountMountsUnder(dir_);
   for (int i = 0; i < 20; ++i) {
     uint32_t port = 1000 + 2 * i;
-    auto [status, out] = RunToExit(Spec(absl::StrCat("n", i), {"sh", "-c", absl::StrCat("echo ", i)}, port), port);
+    auto [status, out] =
+        RunToExit(Spec(absl::StrCat("n", i), {"sh", "-c", absl::StrCat("echo ", i)}, port), port);
     ASSERT_EQ(status, 0u);
     ASSERT_EQ(out, absl::StrCat(i, "\n"));
   }
@@ -564,10 +589,12 @@ TEST_F(AgentTest, SharedSandboxPidNamespace) {
   sandbox.set_sandbox_id("shared");
   sandbox.set_sandbox_pidns(true);
   ASSERT_TRUE(Call<Empty>("CreateSandbox", sandbox).ok());
-  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", Spec("a", {"sleep", "100"})).ok());
+  ASSERT_TRUE(
+      Call<v1::CreateContainerResponse>("CreateContainer", Spec("a", {"sleep", "100"})).ok());
   ASSERT_TRUE(Start("a").ok());
   // The second container sees the first one's process, and is not pid 1 itself.
-  auto [status, out] = RunToExit(Spec("b", {"sh", "-c", "echo $$; cat /proc/*/cmdline | grep -c 'sleep100'"}, 900), 900);
+  auto [status, out] = RunToExit(
+      Spec("b", {"sh", "-c", "echo $$; cat /proc/*/cmdline | grep -c 'sleep100'"}, 900), 900);
   EXPECT_EQ(status, 0u);
   EXPECT_THAT(out, ::testing::MatchesRegex("[0-9]+\n1\n"));
   EXPECT_NE(out.substr(0, 2), "1\n");
@@ -592,16 +619,19 @@ TEST_F(AgentTest, DestroySandboxKillsAndUnmounts) {
   st->add_options("size=1m");
   ASSERT_TRUE(Call<Empty>("CreateSandbox", sandbox).ok());
   EXPECT_EQ(CountMountsUnder(root_ + "/shared"), 1);
-  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", Spec("r", {"sleep", "100"})).ok());
+  ASSERT_TRUE(
+      Call<v1::CreateContainerResponse>("CreateContainer", Spec("r", {"sleep", "100"})).ok());
   ASSERT_TRUE(Start("r").ok());
-  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", Spec("c", {"sleep", "100"})).ok());
+  ASSERT_TRUE(
+      Call<v1::CreateContainerResponse>("CreateContainer", Spec("c", {"sleep", "100"})).ok());
   ASSERT_TRUE(Call<Empty>("DestroySandbox", v1::DestroySandboxRequest()).ok());
   EXPECT_EQ(CountMountsUnder(root_ + "/shared"), 0);
   EXPECT_EQ(Wait("r").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(AgentTest, ExecWithTerminal) {
-  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", Spec("et", {"sleep", "100"})).ok());
+  ASSERT_TRUE(
+      Call<v1::CreateContainerResponse>("CreateContainer", Spec("et", {"sleep", "100"})).ok());
   ASSERT_TRUE(Start("et").ok());
   v1::ExecProcessRequest exec;
   exec.set_container_id("et");
@@ -623,8 +653,9 @@ TEST_F(AgentTest, ExecWithTerminal) {
 TEST_F(AgentTest, ShutdownCancelsOomPollAndKillsContainers) {
   auto oom = std::make_shared<std::promise<absl::StatusOr<v1::OOMEvent>>>();
   std::future<absl::StatusOr<v1::OOMEvent>> oom_event = oom->get_future();
-  ttrpc::StartTypedCall<v1::OOMEvent>(*client_, kService, "GetOOMEvent", v1::GetOOMEventRequest(), {},
-                                      [oom](absl::StatusOr<v1::OOMEvent> e) { oom->set_value(std::move(e)); });
+  ttrpc::StartTypedCall<v1::OOMEvent>(
+      *client_, kService, "GetOOMEvent", v1::GetOOMEventRequest(), {},
+      [oom](absl::StatusOr<v1::OOMEvent> e) { oom->set_value(std::move(e)); });
   absl::StatusOr<v1::CreateContainerResponse> c =
       Call<v1::CreateContainerResponse>("CreateContainer", Spec("z", {"sleep", "100"}));
   ASSERT_TRUE(c.ok());
@@ -641,9 +672,12 @@ TEST_F(AgentTest, ShutdownCancelsOomPollAndKillsContainers) {
 }
 
 TEST_F(AgentTest, UserRlimitsCapabilitiesNoNewPrivs) {
-  v1::CreateContainerRequest spec = Spec(
-      "u", {"sh", "-c", "id; ulimit -n; grep -E '^(NoNewPrivs|CapEff|CapBnd|CapAmb)' /proc/self/status; echo $X; pwd"},
-      1100);
+  v1::CreateContainerRequest spec =
+      Spec("u",
+           {"sh", "-c",
+            "id; ulimit -n; grep -E '^(NoNewPrivs|CapEff|CapBnd|CapAmb)' /proc/self/status; echo "
+            "$X; pwd"},
+           1100);
   v1::Process* p = spec.mutable_process();
   p->mutable_user()->set_uid(1000);
   p->mutable_user()->set_gid(1001);
@@ -653,8 +687,10 @@ TEST_F(AgentTest, UserRlimitsCapabilitiesNoNewPrivs) {
   nofile->set_type("RLIMIT_NOFILE");
   nofile->set_soft(123);
   nofile->set_hard(456);
-  for (auto* set : {p->mutable_capabilities()->mutable_bounding(), p->mutable_capabilities()->mutable_effective(),
-                    p->mutable_capabilities()->mutable_permitted(), p->mutable_capabilities()->mutable_inheritable(),
+  for (auto* set : {p->mutable_capabilities()->mutable_bounding(),
+                    p->mutable_capabilities()->mutable_effective(),
+                    p->mutable_capabilities()->mutable_permitted(),
+                    p->mutable_capabilities()->mutable_inheritable(),
                     p->mutable_capabilities()->mutable_ambient()}) {
     set->Add("CAP_KILL");
   }
