@@ -4,11 +4,13 @@
 //                ninja -C build-fuzz vessel_virtio_fs_fuzzer
 // Run:           build-fuzz/tests/fuzz/vessel_virtio_fs_fuzzer -max_total_time=60
 //
-// Input: a sequence of records [u16 length][u16 reply capacity][length bytes of request]; each
-// request goes to FuseServer::HandleRequest as is (lengths, names, nodeids, handles all fuzzed).
-// A FUSE_INIT is sent first so every opcode is reachable; nodeids (2, 3, ...) and fhs (1, 2, ...)
-// are small counters the fuzzer finds quickly. FALLOCATE lengths are clamped to 1 MiB so the
-// fuzzer cannot fill the disk. After each input the share is emptied and rebuilt.
+// Input: a sequence of records [opcode selector][nodeid][flags][u16 reply capacity][arg length]
+// [arg bytes]: the selector picks one of the FUSE opcodes (or, >= 0xf0, is the raw opcode), the
+// fuse_in_header is built around the fuzzed arguments with the right len (flags bit 0: a wrong
+// one), so the fuzzer reaches deep into each operation quickly; names, nodeids, handles, sizes and
+// offsets are all fuzzed. A FUSE_INIT is sent first; nodeids (2, 3, ...) and fhs (1, 2, ...) are
+// small counters. FALLOCATE lengths are clamped to 1 MiB so the fuzzer cannot fill the disk.
+// After each input the share is emptied and rebuilt, and the canary beside it checked.
 #include <linux/fuse.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -109,30 +111,46 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     vessel::fs::BufferSink sink(4096);
     server->HandleRequest(InitRequest(), sink);
   }
+  static constexpr uint32_t kOpcodes[] = {
+      FUSE_LOOKUP,       FUSE_FORGET,    FUSE_GETATTR,     FUSE_SETATTR,   FUSE_READLINK,
+      FUSE_SYMLINK,      FUSE_MKNOD,     FUSE_MKDIR,       FUSE_UNLINK,    FUSE_RMDIR,
+      FUSE_RENAME,       FUSE_LINK,      FUSE_OPEN,        FUSE_READ,      FUSE_WRITE,
+      FUSE_STATFS,       FUSE_RELEASE,   FUSE_FSYNC,       FUSE_SETXATTR,  FUSE_GETXATTR,
+      FUSE_FLUSH,        FUSE_INIT,      FUSE_OPENDIR,     FUSE_READDIR,   FUSE_RELEASEDIR,
+      FUSE_FSYNCDIR,     FUSE_ACCESS,    FUSE_CREATE,      FUSE_INTERRUPT, FUSE_DESTROY,
+      FUSE_BATCH_FORGET, FUSE_FALLOCATE, FUSE_READDIRPLUS, FUSE_RENAME2,   FUSE_LSEEK};
+  constexpr size_t kRecordHeader = 6;
   size_t pos = 0;
+  uint64_t unique = 2;
   std::vector<uint8_t> request;
-  while (size - pos >= 4) {
-    uint16_t len, cap;
-    std::memcpy(&len, data + pos, 2);
-    std::memcpy(&cap, data + pos + 2, 2);
-    pos += 4;
-    len = static_cast<uint16_t>(std::min<size_t>(len, size - pos));
-    request.assign(data + pos, data + pos + len);
-    pos += len;
-    if (request.size() >= sizeof(fuse_in_header) + sizeof(fuse_fallocate_in)) {
-      fuse_in_header h;
-      std::memcpy(&h, request.data(), sizeof(h));
-      if (h.opcode == FUSE_FALLOCATE) {
-        fuse_fallocate_in fa;
-        std::memcpy(&fa, request.data() + sizeof(h), sizeof(fa));
-        fa.length &= (1u << 20) - 1;
-        fa.offset &= (1u << 20) - 1;
-        std::memcpy(request.data() + sizeof(h), &fa, sizeof(fa));
-      }
+  while (size - pos >= kRecordHeader) {
+    const uint8_t* r = data + pos;
+    const uint32_t opcode =
+        r[0] >= 0xf0 ? r[0] : kOpcodes[r[0] % (sizeof(kOpcodes) / sizeof(kOpcodes[0]))];
+    uint16_t cap;
+    std::memcpy(&cap, r + 3, 2);
+    const size_t arg_len = std::min<size_t>(r[5], size - pos - kRecordHeader);
+    pos += kRecordHeader;
+    fuse_in_header h = {};
+    h.len = static_cast<uint32_t>(sizeof(h) + arg_len);
+    if (r[2] & 1) h.len ^= r[2];  // a len that disagrees with the bytes
+    h.opcode = opcode;
+    h.unique = unique++;
+    h.nodeid = r[1];
+    request.resize(sizeof(h) + arg_len);
+    std::memcpy(request.data(), &h, sizeof(h));
+    if (arg_len > 0) std::memcpy(request.data() + sizeof(h), data + pos, arg_len);
+    pos += arg_len;
+    if (opcode == FUSE_FALLOCATE && arg_len >= sizeof(fuse_fallocate_in)) {
+      fuse_fallocate_in fa;
+      std::memcpy(&fa, request.data() + sizeof(h), sizeof(fa));
+      fa.length &= (1u << 20) - 1;
+      fa.offset &= (1u << 20) - 1;
+      std::memcpy(request.data() + sizeof(h), &fa, sizeof(fa));
     }
-    vessel::fs::BufferSink sink(cap);
+    vessel::fs::BufferSink sink(r[2] & 2 ? cap : 64 * 1024 + 16);
     const uint32_t used = server->HandleRequest(request, sink);
-    if (used != sink.data().size() || used > cap) abort();
+    if (used != sink.data().size() || used > sink.capacity()) abort();
   }
   server->Reset();
   CheckOutside(sc);
