@@ -255,6 +255,24 @@ TEST_F(FsDeviceTest, ChainTooSmallForAReplyIsReturnedEmptyAndServingGoesOn) {
   EXPECT_EQ(irq_.needs_reset.load(), 0);
 }
 
+TEST_F(FsDeviceTest, OversizedRequestIsTruncatedAndRefused) {
+  Init();
+  // A readable buffer longer than any request may be (it overlaps other guest memory: only read).
+  const uint64_t reply = requests_.AllocData(4096);
+  requests_.WriteDesc(10, 0, static_cast<uint32_t>(FsDevice::kMaxRequestBytes + 4096),
+                      VRING_DESC_F_NEXT, 11);
+  requests_.WriteDesc(11, reply, 4096, VRING_DESC_F_WRITE);
+  requests_.Publish(10);
+  dev_->ProcessQueue(1);
+  EXPECT_EQ(dev_->counters().oversized, 1u);
+  fuse_out_header h = requests_.Read<fuse_out_header>(reply);
+  EXPECT_EQ(h.error, -EINVAL);
+  EXPECT_EQ(irq_.needs_reset.load(), 0);
+  std::vector<uint8_t> r = Roundtrip(
+      BuildRequest(FUSE_GETATTR, FUSE_ROOT_ID, Args().Add(fuse_getattr_in{}), 12), {4096});
+  EXPECT_EQ(Header(r).error, 0);
+}
+
 TEST_F(FsDeviceTest, MalformedChainNeedsReset) {
   // A descriptor outside guest RAM: nothing to answer through.
   requests_.WriteDesc(0, 1ull << 40, 64, 0);
