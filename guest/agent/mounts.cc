@@ -2,11 +2,14 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -165,55 +168,135 @@ absl::StatusOr<RootfsPlan> PlanRootfs(const std::string& root, const std::string
     plan.steps.push_back({MountStep::Kind::kReadonly, "", absl::StrCat(plan.rootfs, path), "", "",
                           0, absl::StrCat("make ", path, " read-only")});
   }
+  const std::string prefix = plan.rootfs + "/";
+  for (size_t i = 1; i < plan.steps.size(); ++i) {
+    MountStep& step = plan.steps[i];
+    if (!absl::StartsWith(step.target, prefix)) continue;
+    step.rel = step.target.substr(prefix.size());
+    size_t slash = step.rel.rfind('/');
+    step.rel_parent = slash == std::string::npos ? "" : step.rel.substr(0, slash);
+    step.name = slash == std::string::npos ? step.rel : step.rel.substr(slash + 1);
+  }
   return plan;
 }
 
-int RunMountSteps(const std::vector<MountStep>& steps, const MountStep** failed) {
-  for (const MountStep& step : steps) {
-    *failed = &step;
-    const char* target = step.target.c_str();
-    switch (step.kind) {
-      case MountStep::Kind::kMkdir:
-        if (::mkdir(target, 0755) != 0 && errno != EEXIST) return errno;
-        break;
-      case MountStep::Kind::kTouch: {
-        int fd = ::open(target, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0) {
-          if (errno == EISDIR) break;
-          return errno;
+namespace {
+
+// openat2(root_fd, rel, RESOLVE_IN_ROOT): "/" and ".." (also through symlinks) stay in the rootfs.
+int OpenInRoot(int root_fd, const std::string& rel, uint64_t flags) {
+  open_how how{};
+  how.flags = flags | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(
+      ::syscall(SYS_openat2, root_fd, rel.empty() ? "." : rel.c_str(), &how, sizeof(how)));
+}
+
+// "/proc/self/fd/<fd>" into buf, without allocating.
+const char* FdPath(int fd, char (&buf)[32]) {
+  static constexpr char kPrefix[] = "/proc/self/fd/";
+  char digits[12];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + fd % 10);
+    fd /= 10;
+  } while (fd > 0 && n < 11);
+  size_t len = sizeof(kPrefix) - 1;
+  std::memcpy(buf, kPrefix, len);
+  while (n > 0) buf[len++] = digits[--n];
+  buf[len] = '\0';
+  return buf;
+}
+
+int MountOn(const MountStep& step, const char* target) {
+  if (::mount(step.source.empty() ? nullptr : step.source.c_str(), target,
+              step.fstype.empty() ? nullptr : step.fstype.c_str(), step.flags,
+              step.data.empty() ? nullptr : step.data.c_str()) != 0) {
+    return errno;
+  }
+  return 0;
+}
+
+int RunStep(const MountStep& step, int root_fd) {
+  char path[32];
+  switch (step.kind) {
+    case MountStep::Kind::kMkdir:
+    case MountStep::Kind::kTouch: {
+      int parent = OpenInRoot(root_fd, step.rel_parent, O_PATH | O_DIRECTORY);
+      if (parent < 0) return errno;
+      int rc = 0;
+      if (step.kind == MountStep::Kind::kMkdir) {
+        if (::mkdirat(parent, step.name.c_str(), 0755) != 0 && errno != EEXIST) rc = errno;
+      } else {
+        int fd =
+            ::openat(parent, step.name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+          ::close(fd);
+        } else if (errno != EISDIR) {
+          rc = errno;
         }
-        ::close(fd);
-        break;
       }
-      case MountStep::Kind::kMount:
-        if (::mount(step.source.empty() ? nullptr : step.source.c_str(), target,
-                    step.fstype.empty() ? nullptr : step.fstype.c_str(), step.flags,
-                    step.data.empty() ? nullptr : step.data.c_str()) != 0) {
-          return errno;
-        }
-        break;
-      case MountStep::Kind::kMask: {
-        struct stat st;
-        if (::stat(target, &st) != 0) {
-          if (errno == ENOENT) break;
-          return errno;
-        }
-        int rc = S_ISDIR(st.st_mode) ? ::mount("tmpfs", target, "tmpfs", MS_RDONLY, nullptr)
-                                     : ::mount("/dev/null", target, nullptr, MS_BIND, nullptr);
-        if (rc != 0) return errno;
-        break;
+      ::close(parent);
+      return rc;
+    }
+    case MountStep::Kind::kMount: {
+      if (step.rel.empty()) return MountOn(step, step.target.c_str());
+      int fd = OpenInRoot(root_fd, step.rel, O_PATH);
+      if (fd < 0) return errno;
+      int rc = MountOn(step, FdPath(fd, path));
+      ::close(fd);
+      return rc;
+    }
+    case MountStep::Kind::kMask: {
+      int fd = OpenInRoot(root_fd, step.rel, O_PATH);
+      if (fd < 0) return errno == ENOENT ? 0 : errno;
+      struct stat st;
+      int rc = 0;
+      if (::fstat(fd, &st) != 0) {
+        rc = errno;
+      } else if ((S_ISDIR(st.st_mode)
+                      ? ::mount("tmpfs", FdPath(fd, path), "tmpfs", MS_RDONLY, nullptr)
+                      : ::mount("/dev/null", FdPath(fd, path), nullptr, MS_BIND, nullptr)) != 0) {
+        rc = errno;
       }
-      case MountStep::Kind::kReadonly:
-        if (::mount(target, target, nullptr, MS_BIND | MS_REC, nullptr) != 0) {
-          if (errno == ENOENT) break;
-          return errno;
-        }
-        if (::mount(nullptr, target, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, nullptr) !=
-            0)
-          return errno;
-        break;
+      ::close(fd);
+      return rc;
+    }
+    case MountStep::Kind::kReadonly: {
+      int fd = OpenInRoot(root_fd, step.rel, O_PATH);
+      if (fd < 0) return errno == ENOENT ? 0 : errno;
+      FdPath(fd, path);
+      int rc = ::mount(path, path, nullptr, MS_BIND | MS_REC, nullptr) != 0 ? errno : 0;
+      ::close(fd);
+      if (rc != 0) return rc;
+      // Again: the new bind mount is now on top of that path.
+      fd = OpenInRoot(root_fd, step.rel, O_PATH);
+      if (fd < 0) return errno;
+      rc = ::mount(nullptr, FdPath(fd, path), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC,
+                   nullptr) != 0
+               ? errno
+               : 0;
+      ::close(fd);
+      return rc;
     }
   }
+  return EINVAL;
+}
+
+}  // namespace
+
+int RunMountSteps(const RootfsPlan& plan, const MountStep** failed) {
+  int root_fd = -1;
+  for (const MountStep& step : plan.steps) {
+    *failed = &step;
+    if (!step.rel.empty() || step.kind != MountStep::Kind::kMount) {
+      // Opened after the rootfs bind (the first step), so that it refers to that mount.
+      if (root_fd < 0) root_fd = ::open(plan.rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (root_fd < 0) return errno;
+    }
+    int err = RunStep(step, root_fd);
+    if (err != 0) return err;
+  }
+  if (root_fd >= 0) ::close(root_fd);
   *failed = nullptr;
   return 0;
 }

@@ -27,6 +27,10 @@ struct MountStep {
   std::string source, target, fstype, data;
   unsigned long flags = 0;
   std::string what;  // the error message prefix, e.g. "mount proc on /proc"
+  // target relative to the rootfs, resolved by the child with openat2(RESOLVE_IN_ROOT) so that a
+  // symlink in the image cannot point a mkdir or a mount outside it; empty: use `target` as is.
+  std::string rel = {};
+  std::string rel_parent = {}, name = {};  // kMkdir/kTouch: rel split at its last '/'
 };
 
 // The container's file system: rootfs (a path in the agent's view) and the steps on top of it.
@@ -43,8 +47,9 @@ absl::StatusOr<RootfsPlan> PlanRootfs(const std::string& root, const std::string
                                       bool readonly,
                                       const google::protobuf::RepeatedPtrField<v1::Mount>& mounts);
 
-// Child side: runs the steps. Returns 0, or the errno with *failed pointing at the failing step.
-int RunMountSteps(const std::vector<MountStep>& steps, const MountStep** failed);
+// Child side: runs the steps (system calls only). Returns 0, or the errno with *failed pointing at
+// the failing step.
+int RunMountSteps(const RootfsPlan& plan, const MountStep** failed);
 
 // Mounts one storage under `root`; returns the mount point (agent view) to unmount later.
 // Drivers: bind, tmpfs, virtio-fs (source = tag), virtio-blk (source = /dev path or serial).

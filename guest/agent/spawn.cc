@@ -169,7 +169,7 @@ absl::StatusOr<int> RlimitResource(absl::string_view name) {
       ChildFail(report_fd, errno, "make / private in the container's mount namespace");
     }
     const MountStep* failed = nullptr;
-    int err = RunMountSteps(req.rootfs->steps, &failed);
+    int err = RunMountSteps(*req.rootfs, &failed);
     if (err != 0) ChildFail(report_fd, err, failed->what.c_str());
     if (!req.hostname.empty() && ::sethostname(req.hostname.data(), req.hostname.size()) != 0) {
       ChildFail(report_fd, errno, "sethostname");

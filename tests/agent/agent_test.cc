@@ -706,5 +706,34 @@ TEST_F(AgentTest, UserRlimitsCapabilitiesNoNewPrivs) {
             "from-env\n/tmp\n");
 }
 
+TEST_F(AgentTest, SymlinksInTheImageStayInTheRootfs) {
+  fs::create_directories(dir_ + "/outside");
+  fs::create_symlink("../../../../../../../../../.." + dir_ + "/outside", root_ + "/rootfs/rel");
+  fs::create_symlink(dir_ + "/outside", root_ + "/rootfs/abs");
+  for (const char* link : {"/rel", "/abs"}) {
+    v1::CreateContainerRequest spec = Spec("l", {"true"});
+    v1::Mount* m = spec.add_mounts();
+    m->set_destination(std::string(link) + "/sub");
+    m->set_type("tmpfs");
+    absl::StatusOr<v1::CreateContainerResponse> r =
+        Call<v1::CreateContainerResponse>("CreateContainer", spec);
+    EXPECT_FALSE(r.ok()) << link;
+    EXPECT_THAT(r.status().message(), HasSubstr(std::string("mkdir ") + link + "/sub")) << link;
+    EXPECT_FALSE(fs::exists(dir_ + "/outside/sub"))
+        << "a mount point was created outside the rootfs";
+  }
+  // A symlink that stays inside is followed, within the rootfs.
+  fs::create_directories(root_ + "/rootfs/real");
+  fs::create_symlink("/real", root_ + "/rootfs/inside");
+  v1::CreateContainerRequest spec =
+      Spec("l", {"sh", "-c", "grep -c ' /real/sub ' /proc/self/mountinfo"}, 1200);
+  v1::Mount* m = spec.add_mounts();
+  m->set_destination("/inside/sub");
+  m->set_type("tmpfs");
+  auto [status, out] = RunToExit(spec, 1200);
+  EXPECT_EQ(status, 0u);
+  EXPECT_EQ(out, "1\n");
+}
+
 }  // namespace
 }  // namespace vessel::agent
