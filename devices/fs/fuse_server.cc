@@ -170,7 +170,10 @@ absl::StatusOr<std::unique_ptr<FuseServer>> FuseServer::Create(const FsConfig& c
 
 FuseServer::FuseServer(FsConfig config, uint32_t max_write, ScopedFd root, ScopedFd proc_fd,
                        const struct stat& root_st)
-    : config_(std::move(config)), max_write_(max_write), proc_fd_(std::move(proc_fd)) {
+    : config_(std::move(config)),
+      max_write_(max_write),
+      proc_fd_(std::move(proc_fd)),
+      as_root_(geteuid() == 0) {
   switch (config_.cache) {
     case CachePolicy::kNever:
       entry_timeout_s_ = 0;
@@ -711,6 +714,19 @@ int FuseServer::OpReadlink(Request& rq, Reply& reply) {
   return 0;
 }
 
+void FuseServer::OwnByCaller(const Request& rq, const Inode& parent, const char* name) {
+  if (!as_root_) return;  // not root: new nodes belong to the VMM's user, nothing to change
+  // A set-group-ID directory gives new nodes its group (the host kernel already did that).
+  gid_t gid = rq.header.gid;
+  struct stat pst;
+  if (Stat(parent, &pst) == 0 && (pst.st_mode & S_ISGID)) gid = static_cast<gid_t>(-1);
+  if (fchownat(parent.fd.get(), name, rq.header.uid, gid, AT_SYMLINK_NOFOLLOW) != 0 &&
+      log_.Allow()) {
+    LogWarning("virtio-fs ", config_.tag, ": cannot give '", name, "' to uid ", rq.header.uid,
+               " gid ", rq.header.gid, ": ", std::strerror(errno));
+  }
+}
+
 int FuseServer::EntryAfterCreate(const Inode& parent, const char* name, Reply& reply) {
   fuse_entry_out entry;
   if (int err = DoLookup(parent, name, &entry)) return err;
@@ -726,6 +742,7 @@ int FuseServer::OpSymlink(Request& rq, Reply& reply) {
   if (parent == nullptr) return ENOENT;
   // The target is stored as text; the host never follows it.
   if (symlinkat(target, parent->fd.get(), name) != 0) return errno;
+  OwnByCaller(rq, *parent, name);
   return EntryAfterCreate(*parent, name, reply);
 }
 
@@ -739,6 +756,7 @@ int FuseServer::OpMknod(Request& rq, Reply& reply) {
   const mode_t type = in.mode & S_IFMT;
   if (type != S_IFIFO && type != S_IFREG && type != S_IFSOCK) return EPERM;  // no device nodes
   if (mknodat(parent->fd.get(), name, in.mode & (S_IFMT | 07777), 0) != 0) return errno;
+  OwnByCaller(rq, *parent, name);
   return EntryAfterCreate(*parent, name, reply);
 }
 
@@ -750,6 +768,7 @@ int FuseServer::OpMkdir(Request& rq, Reply& reply) {
   if (name == nullptr) return EINVAL;
   if (parent == nullptr) return ENOENT;
   if (mkdirat(parent->fd.get(), name, in.mode & 07777) != 0) return errno;
+  OwnByCaller(rq, *parent, name);
   return EntryAfterCreate(*parent, name, reply);
 }
 
@@ -864,7 +883,13 @@ int FuseServer::OpCreate(Request& rq, Reply& reply) {
     if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
     flags &= ~O_APPEND;
   }
-  int fd = OpenBeneath(parent->fd.get(), name, flags, in.mode & 07777, &have_openat2_);
+  // O_EXCL first: only a file this request created changes owner.
+  int fd = OpenBeneath(parent->fd.get(), name, flags | O_EXCL, in.mode & 07777, &have_openat2_);
+  if (fd >= 0) {
+    if (as_root_) OwnByCaller(rq, *parent, name);
+  } else if (errno == EEXIST && !(flags & O_EXCL)) {
+    fd = OpenBeneath(parent->fd.get(), name, flags & ~O_CREAT, 0, &have_openat2_);
+  }
   if (fd < 0) return errno;
   ScopedFd file(fd);
   fuse_entry_out entry;

@@ -171,6 +171,9 @@ class FuseServer {
   void OpBatchForget(Request& rq);
 
   uint32_t Send(uint64_t unique, int error, const Reply* reply, ReplySink& out);
+  // Running as root: gives the node just created as `name` in `parent` to the requesting guest
+  // uid/gid (the owner the guest kernel expects), as virtiofsd does with setfsuid.
+  void OwnByCaller(const Request& rq, const Inode& parent, const char* name);
   // Builds the entry reply of a node just created as `name` in `parent`.
   int EntryAfterCreate(const Inode& parent, const char* name, Reply& reply);
 
@@ -178,6 +181,7 @@ class FuseServer {
   const uint32_t max_write_;
   ScopedFd proc_fd_;  // /proc/self/fd, O_PATH
   uint64_t entry_timeout_s_;
+  const bool as_root_;  // euid 0: created nodes are chowned to the requesting uid/gid
   std::atomic<bool> have_openat2_{true};  // cleared when the host kernel lacks openat2
 
   mutable std::mutex mu_;

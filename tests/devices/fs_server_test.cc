@@ -574,6 +574,58 @@ TEST_F(FsServerTest, Link) {
   EXPECT_FALSE(std::filesystem::exists(scratch_.outside() + "/h"));
 }
 
+TEST_F(FsServerTest, NewNodesBelongToTheRequestingUser) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (the server chowns only when it runs as root)";
+  auto as_user = [](std::vector<uint8_t> req) {
+    fuse_in_header h;
+    std::memcpy(&h, req.data(), sizeof(h));
+    h.uid = 1234;
+    h.gid = 5678;
+    std::memcpy(req.data(), &h, sizeof(h));
+    return req;
+  };
+  ScratchShare::WriteFile(S("existing"), "e");
+  fuse_create_in ci = {};
+  ci.flags = O_RDWR;
+  ci.mode = 0644;
+  EXPECT_EQ(
+      Send(as_user(BuildRequest(FUSE_CREATE, FUSE_ROOT_ID, Args().Add(ci).Name("c")))).error(), 0);
+  EXPECT_EQ(Send(as_user(BuildRequest(FUSE_CREATE, FUSE_ROOT_ID, Args().Add(ci).Name("existing"))))
+                .error(),
+            0);
+  EXPECT_EQ(Send(as_user(BuildRequest(FUSE_MKDIR, FUSE_ROOT_ID,
+                                      Args().Add(fuse_mkdir_in{0755, 0}).Name("d"))))
+                .error(),
+            0);
+  EXPECT_EQ(
+      Send(as_user(BuildRequest(FUSE_SYMLINK, FUSE_ROOT_ID, Args().Name("l").Name("c")))).error(),
+      0);
+  fuse_mknod_in mn = {};
+  mn.mode = S_IFIFO | 0600;
+  EXPECT_EQ(Send(as_user(BuildRequest(FUSE_MKNOD, FUSE_ROOT_ID, Args().Add(mn).Name("p")))).error(),
+            0);
+  for (const char* n : {"c", "d", "l", "p"}) {
+    struct stat st;
+    ASSERT_EQ(lstat(S(n).c_str(), &st), 0) << n;
+    EXPECT_EQ(st.st_uid, 1234u) << n;
+    EXPECT_EQ(st.st_gid, 5678u) << n;
+  }
+  struct stat st;
+  ASSERT_EQ(stat(S("existing").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);  // an existing file keeps its owner
+  // In a set-group-ID directory the group comes from the directory.
+  ASSERT_EQ(chown(S("d").c_str(), 1234, 4321), 0);
+  ASSERT_EQ(chmod(S("d").c_str(), 02777), 0);
+  const uint64_t d = Lookup(FUSE_ROOT_ID, "d").nodeid;
+  EXPECT_EQ(
+      Send(as_user(BuildRequest(FUSE_MKDIR, d, Args().Add(fuse_mkdir_in{0755, 0}).Name("sub"))))
+          .error(),
+      0);
+  ASSERT_EQ(stat(S("d/sub").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1234u);
+  EXPECT_EQ(st.st_gid, 4321u);
+}
+
 // --- symlinks and confinement ---
 
 TEST_F(FsServerTest, SymlinkReadlinkAndNeverFollowed) {
