@@ -56,6 +56,7 @@ absl::StatusOr<pid_t> SpawnPidnsHolder() {
   long pid = ::syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
   if (pid < 0) return ErrnoStatus("clone the sandbox pid namespace");
   if (pid == 0) {
+    ::syscall(SYS_close_range, 3U, ~0U, 0U);  // hold none of the agent's sockets
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);

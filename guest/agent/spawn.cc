@@ -21,10 +21,6 @@
 #include "absl/strings/str_split.h"
 #include "vmm/base/errors.h"
 
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
-
 namespace vessel::agent {
 namespace {
 
@@ -146,6 +142,19 @@ absl::StatusOr<int> RlimitResource(absl::string_view name) {
   ::_exit(127);
 }
 
+// Closes every fd from 3 up but `a` and `b` (-1: none), so that a child blocked before exec
+// holds no other process's stdio sockets or the agent's connections.
+void CloseAllExcept(int a, int b) {
+  if (a > b) std::swap(a, b);
+  unsigned lo = 3;
+  for (int keep : {a, b}) {
+    if (keep < 3) continue;
+    if (static_cast<unsigned>(keep) > lo) ::syscall(SYS_close_range, lo, keep - 1U, 0U);
+    lo = keep + 1U;
+  }
+  ::syscall(SYS_close_range, lo, ~0U, 0U);
+}
+
 [[noreturn]] void ChildMain(SpawnRequest& req, int report_fd, int start_fd) {
   ProcessPlan& p = *req.process;
   sigset_t none;
@@ -196,8 +205,8 @@ absl::StatusOr<int> RlimitResource(absl::string_view name) {
       ChildFail(report_fd, errno, "dup2 stdio");
     }
   }
-  // Nothing of the agent's but the two pipes survives exec (those are CLOEXEC too).
-  ::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+  // From here the child holds its stdio and the two pipes (CLOEXEC) only.
+  CloseAllExcept(report_fd, start_fd);
   if (::chdir(p.cwd.c_str()) != 0) ChildFail(report_fd, errno, p.cwd_error.c_str());
   for (const auto& [resource, limit] : p.rlimits) {
     if (::setrlimit(resource, &limit) != 0) ChildFail(report_fd, errno, p.rlimit_error.c_str());

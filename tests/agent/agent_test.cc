@@ -735,5 +735,14 @@ TEST_F(AgentTest, SymlinksInTheImageStayInTheRootfs) {
   EXPECT_EQ(out, "1\n");
 }
 
+TEST_F(AgentTest, CreatedInitHoldsOnlyItsOwnFds) {
+  absl::StatusOr<v1::CreateContainerResponse> c =
+      Call<v1::CreateContainerResponse>("CreateContainer", Spec("f", {"sleep", "100"}));
+  ASSERT_TRUE(c.ok());
+  // stdin, stdout, stderr, the error pipe and the start pipe: none of the agent's sockets.
+  EXPECT_EQ(CountFds(static_cast<pid_t>(c->pid())), 5);
+  EXPECT_TRUE(Remove("f").ok());  // a created container can be removed (its init is killed)
+}
+
 }  // namespace
 }  // namespace vessel::agent
