@@ -529,6 +529,15 @@ TEST_F(AgentTest, InvalidSpecs) {
   s.mutable_process()->mutable_capabilities()->add_bounding("CAP_MAKE_COFFEE");
   expect_invalid(s, "CAP_MAKE_COFFEE");
   s = Spec("bad", {"true"});
+  s.mutable_process()->add_rlimits()->set_type("RLIMIT_WISHES");
+  expect_invalid(s, "RLIMIT_WISHES");
+  s = Spec("bad", {"true"});
+  s.mutable_process()->set_cwd("relative");
+  expect_invalid(s, "cwd 'relative'");
+  s = Spec("bad", {"true"});
+  s.add_namespaces()->set_type(v1::NAMESPACE_TYPE_USER);
+  expect_invalid(s, "user namespaces");
+  s = Spec("bad", {"true"});
   s.set_rootfs("/missing");
   expect_invalid(s, "rootfs /missing");
   s = Spec("bad", {"true"});
@@ -742,6 +751,38 @@ TEST_F(AgentTest, CreatedInitHoldsOnlyItsOwnFds) {
   // stdin, stdout, stderr, the error pipe and the start pipe: none of the agent's sockets.
   EXPECT_EQ(CountFds(static_cast<pid_t>(c->pid())), 5);
   EXPECT_TRUE(Remove("f").ok());  // a created container can be removed (its init is killed)
+}
+
+TEST_F(AgentTest, CpuAndPidsLimits) {
+  std::string cg = CgroupDir();
+  if (cg.empty() || !fs::exists(cg)) GTEST_SKIP() << "no cgroup2 hierarchy on this host";
+  std::string controllers = ReadFile(cg + "/cgroup.subtree_control");
+  v1::CreateContainerRequest spec = Spec("l", {"sleep", "100"});
+  v1::LinuxResources* r = spec.mutable_resources();
+  r->set_cpu_quota(50000);
+  r->set_cpu_period(100000);
+  r->set_cpu_shares(1024);
+  r->set_pids_limit(42);
+  absl::StatusOr<v1::CreateContainerResponse> c =
+      Call<v1::CreateContainerResponse>("CreateContainer", spec);
+  if (!absl::StrContains(controllers, "cpu") || !absl::StrContains(controllers, "pids")) {
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(c.status().message(), HasSubstr("controller is not available"));
+    EXPECT_FALSE(fs::exists(cg + "/l"));
+    GTEST_SKIP() << "cpu/pids controllers not available to " << cg << " (cgroup v1 host)";
+  }
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(ReadFile(cg + "/l/cpu.max"), "50000 100000\n");
+  EXPECT_EQ(ReadFile(cg + "/l/cpu.weight"), "39\n");  // runc: 1 + (1024 - 2) * 9999 / 262142
+  EXPECT_EQ(ReadFile(cg + "/l/pids.max"), "42\n");
+  v1::StatsContainerRequest stats_req;
+  stats_req.set_container_id("l");
+  absl::StatusOr<v1::StatsContainerResponse> stats =
+      Call<v1::StatsContainerResponse>("StatsContainer", stats_req);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->pids().limit(), 42u);
+  EXPECT_EQ(stats->pids().current(), 1u);
+  EXPECT_TRUE(Remove("l").ok());
 }
 
 }  // namespace
