@@ -71,6 +71,14 @@ absl::StatusOr<pid_t> SpawnPidnsHolder() {
   return static_cast<pid_t>(pid);
 }
 
+// InvalidArgument for a missing or malformed id (such a container cannot exist).
+absl::Status CheckIds(const std::string& container_id, const std::string* exec_id = nullptr) {
+  VESSEL_RETURN_IF_ERROR(ValidateId("container_id", container_id));
+  if (exec_id != nullptr && !exec_id->empty())
+    VESSEL_RETURN_IF_ERROR(ValidateId("exec_id", *exec_id));
+  return absl::OkStatus();
+}
+
 google::protobuf::Timestamp ToTimestamp(absl::Time t) {
   google::protobuf::Timestamp ts;
   int64_t ns = absl::ToUnixNanos(t);
@@ -428,6 +436,7 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(
 }
 
 absl::Status Agent::StartContainer(const v1::StartContainerRequest& req) {
+  VESSEL_RETURN_IF_ERROR(CheckIds(req.container_id()));
   ScopedFd start, report;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -464,6 +473,7 @@ absl::Status Agent::StartContainer(const v1::StartContainerRequest& req) {
 }
 
 absl::StatusOr<v1::ExecProcessResponse> Agent::ExecProcess(const v1::ExecProcessRequest& req) {
+  VESSEL_RETURN_IF_ERROR(CheckIds(req.container_id()));
   const std::string& cid = req.container_id();
   const std::string& eid = req.exec_id();
   VESSEL_RETURN_IF_ERROR(ValidateId("exec_id", eid));
@@ -563,6 +573,10 @@ absl::StatusOr<v1::ExecProcessResponse> Agent::ExecProcess(const v1::ExecProcess
 
 void Agent::WaitProcess(const v1::WaitProcessRequest& req,
                         ttrpc::TypedReply<v1::WaitProcessResponse> reply) {
+  if (absl::Status ids = CheckIds(req.container_id(), &req.exec_id()); !ids.ok()) {
+    reply(ids);
+    return;
+  }
   Waiters now;
   absl::Status error;
   {
@@ -587,6 +601,7 @@ void Agent::WaitProcess(const v1::WaitProcessRequest& req,
 }
 
 absl::Status Agent::SignalProcess(const v1::SignalProcessRequest& req) {
+  VESSEL_RETURN_IF_ERROR(CheckIds(req.container_id(), &req.exec_id()));
   int sig = static_cast<int>(req.signal());
   if (sig <= 0 || sig >= NSIG)
     return absl::InvalidArgumentError(absl::StrCat("bad signal number ", req.signal()));
@@ -611,6 +626,7 @@ absl::Status Agent::SignalProcess(const v1::SignalProcessRequest& req) {
 }
 
 absl::Status Agent::RemoveContainer(const v1::RemoveContainerRequest& req) {
+  VESSEL_RETURN_IF_ERROR(CheckIds(req.container_id()));
   std::unique_ptr<Container> removed;
   {
     std::unique_lock<std::mutex> lock(mu_);
@@ -636,6 +652,7 @@ absl::Status Agent::RemoveContainer(const v1::RemoveContainerRequest& req) {
 }
 
 absl::Status Agent::ResizeTty(const v1::ResizeTtyRequest& req) {
+  VESSEL_RETURN_IF_ERROR(CheckIds(req.container_id(), &req.exec_id()));
   std::lock_guard<std::mutex> lock(mu_);
   VESSEL_ASSIGN_OR_RETURN(std::shared_ptr<ProcessState> p,
                           FindProcessLocked(req.container_id(), req.exec_id()));
@@ -651,6 +668,7 @@ absl::Status Agent::ResizeTty(const v1::ResizeTtyRequest& req) {
 }
 
 absl::Status Agent::CloseStdin(const v1::CloseStdinRequest& req) {
+  VESSEL_RETURN_IF_ERROR(CheckIds(req.container_id(), &req.exec_id()));
   std::lock_guard<std::mutex> lock(mu_);
   VESSEL_ASSIGN_OR_RETURN(std::shared_ptr<ProcessState> p,
                           FindProcessLocked(req.container_id(), req.exec_id()));
@@ -666,6 +684,7 @@ absl::Status Agent::CloseStdin(const v1::CloseStdinRequest& req) {
 
 absl::StatusOr<v1::StatsContainerResponse> Agent::StatsContainer(
     const v1::StatsContainerRequest& req) {
+  VESSEL_RETURN_IF_ERROR(CheckIds(req.container_id()));
   std::lock_guard<std::mutex> lock(mu_);
   auto it = containers_.find(req.container_id());
   if (it == containers_.end())

@@ -326,6 +326,9 @@ TEST_F(AgentTest, ExitBeforeWaitIsKept) {
   EXPECT_EQ(Start("c").code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(Remove("c").ok());
   EXPECT_EQ(Wait("c").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Wait("").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Start("").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Remove("a/b").code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(AgentTest, KilledBySignalIs128PlusSignal) {
