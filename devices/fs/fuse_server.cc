@@ -227,7 +227,11 @@ uint64_t FuseServer::lookup_count(uint64_t nodeid) const {
 std::shared_ptr<FuseServer::Inode> FuseServer::GetInode(uint64_t nodeid) const {
   std::lock_guard lock(mu_);
   auto it = inodes_.find(nodeid);
-  return it == inodes_.end() ? nullptr : it->second;
+  if (it == inodes_.end()) {
+    ++counters_.malformed;  // never looked up, or forgotten
+    return nullptr;
+  }
+  return it->second;
 }
 
 std::shared_ptr<FuseServer::Handle> FuseServer::GetHandle(uint64_t fh) const {
@@ -970,7 +974,10 @@ int FuseServer::OpFlush(Request& rq) {
   fuse_flush_in in;
   if (!rq.Get(&in)) return EINVAL;
   std::shared_ptr<Handle> handle = GetHandle(in.fh);
-  if (handle == nullptr) return EBADF;
+  if (handle == nullptr) {
+    ++counters_.malformed;
+    return EBADF;
+  }
   // close() of a duplicate reports deferred write errors (NFS and friends) like the guest's close.
   int dup_fd = dup(handle->fd.get());
   if (dup_fd < 0) return errno;
@@ -998,7 +1005,10 @@ int FuseServer::OpFsync(Request& rq) {
   fuse_fsync_in in;
   if (!rq.Get(&in)) return EINVAL;
   std::shared_ptr<Handle> handle = GetHandle(in.fh);
-  if (handle == nullptr) return EBADF;
+  if (handle == nullptr) {
+    ++counters_.malformed;
+    return EBADF;
+  }
   int r = (in.fsync_flags & 1) ? fdatasync(handle->fd.get()) : fsync(handle->fd.get());
   return r == 0 ? 0 : errno;
 }
@@ -1087,7 +1097,10 @@ int FuseServer::OpFallocate(Request& rq) {
   fuse_fallocate_in in;
   if (!rq.Get(&in)) return EINVAL;
   std::shared_ptr<Handle> handle = GetHandle(in.fh);
-  if (handle == nullptr || handle->dir) return EBADF;
+  if (handle == nullptr || handle->dir) {
+    ++counters_.malformed;
+    return EBADF;
+  }
   if (in.offset > static_cast<uint64_t>(INT64_MAX) ||
       in.length > static_cast<uint64_t>(INT64_MAX)) {
     return EINVAL;
@@ -1102,7 +1115,10 @@ int FuseServer::OpLseek(Request& rq, Reply& reply) {
   fuse_lseek_in in;
   if (!rq.Get(&in)) return EINVAL;
   std::shared_ptr<Handle> handle = GetHandle(in.fh);
-  if (handle == nullptr || handle->dir) return EBADF;
+  if (handle == nullptr || handle->dir) {
+    ++counters_.malformed;
+    return EBADF;
+  }
   if (in.whence != SEEK_SET && in.whence != SEEK_CUR && in.whence != SEEK_END &&
       in.whence != SEEK_DATA && in.whence != SEEK_HOLE) {
     return EINVAL;

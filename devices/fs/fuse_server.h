@@ -193,7 +193,7 @@ class FuseServer {
   absl::flat_hash_map<uint64_t, std::shared_ptr<Handle>> handles_;
   uint64_t next_fh_ = 1;
 
-  FuseCounters counters_;
+  mutable FuseCounters counters_;
   RateLimiter log_;
 };
 

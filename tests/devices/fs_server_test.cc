@@ -257,8 +257,10 @@ TEST_F(FsServerTest, LookupErrors) {
   int err = 0;
   Lookup(FUSE_ROOT_ID, "missing", &err);
   EXPECT_EQ(err, ENOENT);
+  const uint64_t malformed = server_->counters().malformed.load();
   Lookup(12345, "a", &err);
-  EXPECT_EQ(err, ENOENT);  // unknown nodeid
+  EXPECT_EQ(err, ENOENT);  // unknown nodeid, counted
+  EXPECT_EQ(server_->counters().malformed.load(), malformed + 1);
   for (const std::string& bad : {std::string("."), std::string("a/b"), std::string("/etc"),
                                  std::string(256, 'x'), std::string("")}) {
     Lookup(FUSE_ROOT_ID, bad, &err);
