@@ -245,9 +245,11 @@ absl::Status Agent::DestroySandbox(const v1::DestroySandboxRequest& req) {
     if (!req.sandbox_id().empty() && req.sandbox_id() != sandbox_id_) {
       return absl::NotFoundError(absl::StrCat("no sandbox '", req.sandbox_id(), "'"));
     }
-    for (auto& [id, c] : containers_) KillAndWaitLocked(lock, *c);
+    // Out of the map first: KillAndWaitLocked lets go of mu_ while it waits.
+    sandbox_created_ = false;
     for (auto& [id, c] : containers_) removed.push_back(std::move(c));
     containers_.clear();
+    for (auto& c : removed) KillAndWaitLocked(lock, *c);
     storages = std::move(sandbox_storages_);
     sandbox_storages_.clear();
     if (pidns_holder_ > 0) {
@@ -258,7 +260,6 @@ absl::Status Agent::DestroySandbox(const v1::DestroySandboxRequest& req) {
     }
     pidns_holder_ = -1;
     pidns_fd_.reset();
-    sandbox_created_ = false;
   }
   absl::Status status;
   for (auto& c : removed) status.Update(Dispose(std::move(c)));
@@ -395,6 +396,9 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(
   ScopedFd report;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!sandbox_created_ || shut_down_) {
+      return absl::FailedPreconditionError("the sandbox was destroyed during CreateContainer");
+    }
     VESSEL_ASSIGN_OR_RETURN(Spawned child, Spawn(spawn));
     c->init = std::make_shared<ProcessState>();
     c->init->container_id = id;
