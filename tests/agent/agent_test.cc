@@ -788,5 +788,22 @@ TEST_F(AgentTest, CpuAndPidsLimits) {
   EXPECT_TRUE(Remove("l").ok());
 }
 
+TEST_F(AgentTest, ConcurrentContainers) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([this, t] {
+      for (int i = 0; i < 3; ++i) {
+        uint32_t port = 2000 + 10 * t + 2 * i;
+        std::string id = absl::StrCat("p", t, "-", i);
+        auto [status, out] =
+            RunToExit(Spec(id, {"sh", "-c", absl::StrCat("echo ", id, "; exit ", t)}, port), port);
+        EXPECT_EQ(status, static_cast<uint32_t>(t));
+        EXPECT_EQ(out, id + "\n");
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+}
+
 }  // namespace
 }  // namespace vessel::agent
