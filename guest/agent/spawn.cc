@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -11,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -19,6 +21,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "vmm/base/errors.h"
 
 namespace vessel::agent {
@@ -33,6 +37,8 @@ struct ChildReport {
   char what[496];
 };
 constexpr int32_t kReady = 1;
+// How long a child may take to build its container (mounts, pivot_root) or to exec.
+constexpr absl::Duration kReportTimeout = absl::Seconds(60);
 constexpr int32_t kError = 2;
 
 constexpr const char* kCapNames[] = {"CAP_CHOWN",
@@ -267,9 +273,19 @@ void CloseAllExcept(int a, int b) {
   ChildFail(report_fd, errno, p.exe_not_found.c_str());
 }
 
-bool ReadFull(int fd, void* buf, size_t size, size_t* got) {
+// Reads until `size` bytes, EOF or `deadline`; false with errno (ETIMEDOUT at the deadline).
+bool ReadFull(int fd, void* buf, size_t size, size_t* got, absl::Time deadline) {
   *got = 0;
   while (*got < size) {
+    int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (ms <= 0) {
+      errno = ETIMEDOUT;
+      return false;
+    }
+    pollfd p{fd, POLLIN, 0};
+    int ready = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(ms, 1000)));
+    if (ready < 0 && errno != EINTR) return false;
+    if (ready <= 0) continue;
     ssize_t n = ::read(fd, static_cast<char*>(buf) + *got, size - *got);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -398,7 +414,13 @@ absl::StatusOr<Spawned> Spawn(SpawnRequest& req) {
 absl::Status ReadChildReport(int fd, bool expect_ready) {
   ChildReport r;
   size_t got = 0;
-  if (!ReadFull(fd, &r, sizeof(r), &got)) return ErrnoStatus("read the child's report");
+  if (!ReadFull(fd, &r, sizeof(r), &got, absl::Now() + kReportTimeout)) {
+    if (errno == ETIMEDOUT) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("the child did not report within ", absl::FormatDuration(kReportTimeout)));
+    }
+    return ErrnoStatus("read the child's report");
+  }
   if (got == 0) {
     if (expect_ready) return absl::InternalError("the container's init exited before it was ready");
     return absl::OkStatus();  // CLOEXEC closed the pipe: execve succeeded
