@@ -226,14 +226,14 @@ absl::Status Machine::SetUpDevices() {
   VESSEL_RETURN_IF_ERROR(io_bus_.Insert(std::make_shared<CmosRtc>(), CmosRtc::kPort, 2, "CMOS RTC"));
 
   // virtio-mmio devices: one 4 KiB window each from kVirtioMmioBase, IOAPIC pins from 5 up; the
-  // disks first (/dev/vda, ...), then vsock, then the network devices (eth0, ...).
-  const size_t virtio_count =
-      config_.disks.size() + (config_.vsock.has_value() ? 1 : 0) + config_.nets.size();
+  // disks first (/dev/vda, ...), then vsock, the network devices (eth0, ...), the shares.
+  const size_t virtio_count = config_.disks.size() + (config_.vsock.has_value() ? 1 : 0) +
+                              config_.nets.size() + config_.shares.size();
   if (virtio_count > kMaxVirtioDevices) {
     return absl::InvalidArgumentError(absl::StrCat(
-        config_.disks.size(), " disks, ", config_.vsock.has_value() ? 1 : 0, " vsock and ",
-        config_.nets.size(), " network devices given; at most ", kMaxVirtioDevices,
-        " virtio devices fit"));
+        config_.disks.size(), " disks, ", config_.vsock.has_value() ? 1 : 0, " vsock, ",
+        config_.nets.size(), " network devices and ", config_.shares.size(),
+        " shares given; at most ", kMaxVirtioDevices, " virtio devices fit"));
   }
   if (virtio_count > 0) event_loop_ = std::make_unique<EventLoop>();
   for (const block::BlockConfig& disk_config : config_.disks) {
@@ -258,6 +258,15 @@ absl::Status Machine::SetUpDevices() {
     }
     nets_.push_back(dev->get());
     VESSEL_RETURN_IF_ERROR(AddVirtioDevice(std::move(*dev), absl::StrCat("virtio-net ", net_config.tap_name)));
+  }
+  for (const fs::FsConfig& share : config_.shares) {
+    absl::StatusOr<std::unique_ptr<fs::FsDevice>> dev = fs::FsDevice::Create(share);
+    if (!dev.ok()) {
+      return absl::Status(dev.status().code(), absl::StrCat("--share ", share.tag, "=", share.shared_dir,
+                                                            ": ", dev.status().message()));
+    }
+    shares_.push_back(dev->get());
+    VESSEL_RETURN_IF_ERROR(AddVirtioDevice(std::move(*dev), absl::StrCat("virtio-fs ", share.tag)));
   }
   return absl::OkStatus();
 }

@@ -26,6 +26,8 @@
 #include "arch/x86_64/compat/pvm_compat.h"
 #include "devices/block/block_device.h"
 #include "devices/virtio/virtio_device.h"
+#include "devices/fs/fs_config.h"
+#include "devices/fs/fs_device.h"
 #include "devices/net/net_config.h"
 #include "devices/net/net_device.h"
 #include "devices/vsock/vsock_config.h"
@@ -60,6 +62,9 @@ struct MachineConfig {
   std::optional<vsock::VsockConfig> vsock;
   // virtio-net devices over taps (after vsock on the MMIO bus): the first is the guest's eth0.
   std::vector<net::NetConfig> nets;
+  // virtio-fs shares (after the network devices): the guest mounts each with
+  // `mount -t virtiofs TAG DIR`.
+  std::vector<fs::FsConfig> shares;
 };
 
 enum class ExitReason { kPoweroff, kReboot, kCrash, kHostStop };
@@ -106,6 +111,8 @@ class Machine {
   vsock::VsockDevice* vsock() const { return vsock_; }
   // The virtio-net devices (counters), in config.nets order. Live as long as the Machine.
   const std::vector<net::NetDevice*>& nets() const { return nets_; }
+  // The virtio-fs devices (counters), in config.shares order.
+  const std::vector<fs::FsDevice*>& shares() const { return shares_; }
 
  private:
   Machine() = default;
@@ -146,6 +153,7 @@ class Machine {
   size_t virtio_devices_ = 0;                // virtio-mmio windows used
   vsock::VsockDevice* vsock_ = nullptr;      // owned by its transport on mmio_bus_
   std::vector<net::NetDevice*> nets_;        // owned by their transports on mmio_bus_
+  std::vector<fs::FsDevice*> shares_;        // owned by their transports on mmio_bus_
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -11,6 +11,8 @@
 #                                               /dev/vdb a read-only raw disk of 16 MiB random data)
 #   vessel_test_vsock=1                        (vsock checks with the host; see tests/e2e/vsock_net)
 #   vessel_test_net=1                          (virtio-net checks: eth0 10.0.2.2/30, host 10.0.2.1)
+#   vessel_test_fs=1                           (virtio-fs checks on the share tagged "share0"; the
+#                                               host prepared many/ (1000 files) and host.txt)
 #   vessel_test_iobench=BYTES                  (bench: vsock echo on 5000, TCP sink on 7001, then
 #                                               BYTES to the host's 10.0.2.1:7000 on request; no TAP)
 export PATH=/bin
@@ -26,6 +28,7 @@ plan=4
 [ "$vessel_test_disk" = "1" ] && plan=$(( plan + 4 ))
 [ "$vessel_test_vsock" = "1" ] && plan=$(( plan + 4 ))
 [ "$vessel_test_net" = "1" ] && plan=$(( plan + 4 ))
+[ "$vessel_test_fs" = "1" ] && plan=$(( plan + 10 ))
 echo "1..$plan"
 n=4
 
@@ -165,6 +168,44 @@ if [ "$vessel_test_net" = "1" ]; then
   echo "# net_tx $out"
   [ "$out" != "${out#bytes=16777216 }" ]; tap $? "$(( n + 4 )) - net: sent 16 MiB over TCP to the host"
   n=$(( n + 4 ))
+fi
+
+if [ "$vessel_test_fs" = "1" ]; then
+  # The host checks every file written here after the VM is gone (tests/e2e/fs_e2e_test.cc).
+  $B mount -t virtiofs share0 /mnt
+  tap $? "$(( n + 1 )) - fs: mount -t virtiofs share0 /mnt"
+  echo "hello" > /mnt/a.txt && echo "world" >> /mnt/a.txt && { read -r l1; read -r l2; } < /mnt/a.txt
+  [ "$l1 $l2" = "hello world" ]; tap $? "$(( n + 2 )) - fs: create, write, append, read back"
+  echo "0123456789" > /mnt/trunc.txt && $B truncate -s 4 /mnt/trunc.txt && read -r t < /mnt/trunc.txt
+  [ "$t" = "0123" ]; tap $? "$(( n + 3 )) - fs: truncate"
+  $B mkdir /mnt/d1 /mnt/d2 && $B rmdir /mnt/d2 && [ -d /mnt/d1 ] && [ ! -e /mnt/d2 ]
+  tap $? "$(( n + 4 )) - fs: mkdir, rmdir"
+  echo old > /mnt/target.txt && echo new > /mnt/src.txt && $B mv /mnt/src.txt /mnt/target.txt && \
+    read -r r < /mnt/target.txt && [ "$r" = new ] && [ ! -e /mnt/src.txt ] && $B mv /mnt/d1 /mnt/d1renamed
+  tap $? "$(( n + 5 )) - fs: rename, also over an existing file"
+  $B ln /mnt/a.txt /mnt/a.hard && $B ln -s a.txt /mnt/a.sym && read -r h < /mnt/a.sym && [ "$h" = hello ] && \
+    [ "$($B stat -c %h /mnt/a.txt)" = 2 ]
+  tap $? "$(( n + 6 )) - fs: hard link (2 links) and symlink read through"
+  echo x > /mnt/owned.txt && $B chmod 640 /mnt/owned.txt && $B chown 1234:5678 /mnt/owned.txt && \
+    [ "$($B stat -c '%a %u %g' /mnt/owned.txt)" = "640 1234 5678" ]
+  tap $? "$(( n + 7 )) - fs: chmod 640, chown 1234:5678"
+  w=$(/bin/vessel-probe file-write /mnt/big.bin 16777216 3) && r=$(/bin/vessel-probe file-hash /mnt/big.bin)
+  echo "# fs_big_write $w"
+  echo "# fs_big_read $r"
+  [ "$w" = "$r" ] && [ "$w" != "${w#bytes=16777216 }" ]; tap $? "$(( n + 8 )) - fs: 16 MiB written and read back with the same hash"
+  count=0
+  for f in /mnt/many/*; do count=$(( count + 1 )); done
+  echo "# fs_many=$count"
+  [ "$count" = 1000 ]; tap $? "$(( n + 9 )) - fs: a directory of 1000 entries listed completely"
+  read -r before < /mnt/host.txt
+  echo "vessel-test: fs waiting for the host to change host.txt ($before)"
+  read -r -t 600 line
+  $B sleep 2   # cache=auto: attributes and entries live 1 s
+  read -r after < /mnt/host.txt
+  echo "# fs_host_txt before=$before after=$after"
+  [ "$before" = host-v1 ] && [ "$after" = host-v2 ]; tap $? "$(( n + 10 )) - fs: a host change is seen under cache=auto"
+  $B umount /mnt
+  n=$(( n + 10 ))
 fi
 
 if [ -n "$vessel_test_iobench" ]; then

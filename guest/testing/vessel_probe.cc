@@ -4,7 +4,10 @@
 //   vessel-probe vsock-connect CID PORT MESSAGE  connect, send MESSAGE, print the reply
 //   vessel-probe tcp-send ADDR PORT BYTES SEED   send the seeded stream; print bytes and hash
 //   vessel-probe tcp-recv PORT                   accept one connection, read to EOF; print bytes and hash
+//   vessel-probe file-write PATH BYTES SEED      write the seeded stream to PATH, fsync; print bytes and hash
+//   vessel-probe file-hash PATH                  read PATH; print bytes and hash
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <linux/vm_sockets.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -151,6 +154,42 @@ int TcpRecv(uint16_t port) {
   return 0;
 }
 
+int FileWrite(const char* path, uint64_t bytes, uint64_t seed) {
+  int fd = ::open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return Fail("open");
+  vessel::probe::StreamGenerator gen(seed);
+  vessel::probe::Fnv1a64 hash;
+  static uint8_t buf[1 << 20];
+  for (uint64_t left = bytes; left > 0;) {
+    size_t n = left < sizeof(buf) ? static_cast<size_t>(left) : sizeof(buf);
+    gen.Fill(buf, n);
+    hash.Update(buf, n);
+    if (!WriteAll(fd, buf, n)) return Fail("write");
+    left -= n;
+  }
+  if (::fsync(fd) != 0) return Fail("fsync");
+  ::close(fd);
+  std::printf("bytes=%" PRIu64 " hash=%016" PRIx64 "\n", hash.bytes(), hash.hash());
+  return 0;
+}
+
+int FileHash(const char* path) {
+  int fd = ::open(path, O_RDONLY);
+  if (fd < 0) return Fail("open");
+  vessel::probe::Fnv1a64 hash;
+  static uint8_t buf[1 << 20];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Fail("read");
+    if (n == 0) break;
+    hash.Update(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  std::printf("bytes=%" PRIu64 " hash=%016" PRIx64 "\n", hash.bytes(), hash.hash());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -163,9 +202,14 @@ int main(int argc, char** argv) {
     return TcpSend(argv[2], static_cast<uint16_t>(std::strtoul(argv[3], nullptr, 10)),
                    std::strtoull(argv[4], nullptr, 10), std::strtoull(argv[5], nullptr, 10));
   }
+  if (mode == "file-write" && argc == 5) {
+    return FileWrite(argv[2], std::strtoull(argv[3], nullptr, 10), std::strtoull(argv[4], nullptr, 10));
+  }
+  if (mode == "file-hash" && argc == 3) return FileHash(argv[2]);
   if (mode == "tcp-recv" && argc == 3) return TcpRecv(static_cast<uint16_t>(std::strtoul(argv[2], nullptr, 10)));
   std::fprintf(stderr,
                "usage: vessel-probe vsock-echo PORT | vsock-connect CID PORT MESSAGE |\n"
-               "       tcp-send ADDR PORT BYTES SEED | tcp-recv PORT\n");
+               "       tcp-send ADDR PORT BYTES SEED | tcp-recv PORT |\n"
+               "       file-write PATH BYTES SEED | file-hash PATH\n");
   return 2;
 }

@@ -231,7 +231,8 @@ int Main(int argc, char** argv) {
       "boots a Linux guest on KVM inside this process.\n"
       "  vessel-vmm [--kernel=vmlinux --initrd=initramfs.cpio] [--vcpus=N] [--mem-mib=M] "
       "[--append='...'] [--console=stdio|file:PATH] [--boot-timing] [--disk PATH[,ro][,direct][,serial=ID]]... "
-      "[--vsock CID,UDS_PATH] [--net TAP_NAME[,mac=MAC][,netns=PATH]]...\n"
+      "[--vsock CID,UDS_PATH] [--net TAP_NAME[,mac=MAC][,netns=PATH]]... "
+      "[--share TAG=DIR[,cache=never|auto|always][,ro][,writeback]]...\n"
       "Exit status: 0 guest powered off, 1 setup error, 2 guest crashed, 3 guest rebooted, "
       "4 stopped by a signal.");
   std::vector<std::string> args = DashFlagsToUnderscores(argc, argv);
@@ -242,6 +243,8 @@ int Main(int argc, char** argv) {
   }
   // --net TAP_NAME[,mac=MAC][,netns=PATH], repeatable: the first is the guest's eth0.
   std::vector<std::string> net_specs = TakeRepeatedFlag(args, "net");
+  // --share TAG=DIR[,cache=never|auto|always][,ro][,writeback], repeatable.
+  std::vector<std::string> share_specs = TakeRepeatedFlag(args, "share");
   std::vector<char*> arg_ptrs;
   for (std::string& a : args) arg_ptrs.push_back(a.data());
   absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
@@ -278,6 +281,14 @@ int Main(int argc, char** argv) {
       return kExitSetupError;
     }
     config.nets.push_back(std::move(*net_config));
+  }
+  for (const std::string& spec : share_specs) {
+    absl::StatusOr<fs::FsConfig> share = fs::ParseShareSpec(spec);
+    if (!share.ok()) {
+      LogError("--share ", spec, ": ", share.status().message());
+      return kExitSetupError;
+    }
+    config.shares.push_back(std::move(*share));
   }
 
   const std::string console = absl::GetFlag(FLAGS_console);
