@@ -57,7 +57,7 @@ bool IsCgroup2(const std::string& path) {
   return ::statfs(path.c_str(), &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC;
 }
 
-absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
+absl::StatusOr<Flags> ParseFlags(int argc, char** argv, bool ignore_unknown) {
   Flags flags;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -78,6 +78,10 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
         take("--cgroup-root", flags.cgroup_root) || take("--stdio-dir", flags.stdio_dir)) {
       continue;
     }
+    if (ignore_unknown) {
+      // PID 1 gets the kernel command line's unknown words as arguments (noxsave, pci=off...).
+      continue;
+    }
     return absl::InvalidArgumentError(absl::StrCat("unknown argument '", arg, "'\n", kUsage));
   }
   return flags;
@@ -96,7 +100,7 @@ int AgentMain(int argc, char** argv) {
   ::sigprocmask(SIG_BLOCK, &mask, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
-  absl::StatusOr<Flags> flags = ParseFlags(argc, argv);
+  absl::StatusOr<Flags> flags = ParseFlags(argc, argv, /*ignore_unknown=*/pid1);
   if (!flags.ok()) {
     std::fprintf(stderr, "vessel-agent: %s\n", std::string(flags.status().message()).c_str());
     return 2;

@@ -1,9 +1,11 @@
 #include "guest/agent/init.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -35,7 +37,28 @@ constexpr EarlyMount kEarlyMounts[] = {
 
 }  // namespace
 
+// The initramfs is the root mount itself, which pivot_root(2) cannot move (EINVAL: no parent).
+// Like switch_root, put a bind mount of it on top of "/" and chroot into that: containers can then
+// pivot_root away from it.
+absl::Status LeaveInitramfsRoot() {
+  struct statfs fs;
+  if (::statfs("/", &fs) != 0) return ErrnoStatus("statfs /");
+  if (fs.f_type != RAMFS_MAGIC && fs.f_type != TMPFS_MAGIC) return absl::OkStatus();
+  VESSEL_RETURN_IF_ERROR(MkdirAll("/.agent-root"));
+  if (::mount("/", "/.agent-root", nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+    return ErrnoStatus("bind / on /.agent-root");
+  }
+  if (::chdir("/.agent-root") != 0) return ErrnoStatus("chdir /.agent-root");
+  if (::mount("/.agent-root", "/", nullptr, MS_MOVE, nullptr) != 0) {
+    return ErrnoStatus("move /.agent-root onto /");
+  }
+  if (::chroot(".") != 0) return ErrnoStatus("chroot into the bound root");
+  if (::chdir("/") != 0) return ErrnoStatus("chdir /");
+  return absl::OkStatus();
+}
+
 absl::Status InitGuestFilesystems() {
+  VESSEL_RETURN_IF_ERROR(LeaveInitramfsRoot());
   for (const EarlyMount& m : kEarlyMounts) {
     VESSEL_RETURN_IF_ERROR(MkdirAll(m.target));
     if (::mount(m.source, m.target, m.fstype, m.flags, m.data) != 0 && errno != EBUSY) {

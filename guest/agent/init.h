@@ -7,7 +7,8 @@
 
 namespace vessel::agent {
 
-// Mounts /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /run, /sys/fs/cgroup (cgroup2) and
+// Leaves the initramfs root mount (bind + MS_MOVE + chroot, so that containers can pivot_root),
+// then mounts /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /run, /sys/fs/cgroup (cgroup2) and
 // sets up /dev/console as fds 0-2 when missing.
 absl::Status InitGuestFilesystems();
 

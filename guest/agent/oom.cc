@@ -30,7 +30,10 @@ uint64_t ReadOomKills(const std::string& events_path) {
 absl::StatusOr<std::unique_ptr<OomWatcher>> OomWatcher::Create(
     std::function<void(const std::string&)> on_oom) {
   ScopedFd inotify(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
-  if (!inotify.valid()) return ErrnoStatus("inotify_init1");
+  if (!inotify.valid()) {
+    // A kernel without CONFIG_INOTIFY_USER: read every watched file once a second instead.
+    LogWarning("agent: inotify_init1: ", strerror(errno), ": polling memory.events every second");
+  }
   ScopedFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake.valid()) return ErrnoStatus("eventfd");
   return std::unique_ptr<OomWatcher>(
@@ -54,7 +57,8 @@ void OomWatcher::Watch(const std::string& container_id, const std::string& cgrou
   std::string path = cgroup_dir + "/memory.events";
   if (::access(path.c_str(), R_OK) != 0) return;
   std::lock_guard<std::mutex> lock(mu_);
-  int wd = ::inotify_add_watch(inotify_.get(), path.c_str(), IN_MODIFY);
+  int wd = inotify_.valid() ? ::inotify_add_watch(inotify_.get(), path.c_str(), IN_MODIFY)
+                            : next_poll_id_++;
   if (wd < 0) {
     LogWarning("agent: inotify_add_watch ", path, ": ", strerror(errno), ": no OOM events for ",
                container_id);
@@ -67,7 +71,7 @@ void OomWatcher::Unwatch(const std::string& container_id) {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = by_wd_.begin(); it != by_wd_.end(); ++it) {
     if (it->second.container_id == container_id) {
-      ::inotify_rm_watch(inotify_.get(), it->first);
+      if (inotify_.valid()) ::inotify_rm_watch(inotify_.get(), it->first);
       by_wd_.erase(it);
       return;
     }
@@ -77,18 +81,26 @@ void OomWatcher::Unwatch(const std::string& container_id) {
 void OomWatcher::Run() {
   alignas(inotify_event) char buf[4096];
   for (;;) {
-    pollfd fds[2] = {{inotify_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
+    pollfd fds[2] = {{wake_.get(), POLLIN, 0}, {inotify_.get(), POLLIN, 0}};
+    int ready = ::poll(fds, inotify_.valid() ? 2 : 1, inotify_.valid() ? -1 : 1000);
+    if (ready < 0) {
       if (errno == EINTR) continue;
       return;
     }
-    if (fds[1].revents & POLLIN) return;
-    ssize_t n = ::read(inotify_.get(), buf, sizeof(buf));
-    if (n <= 0) continue;
+    if (fds[0].revents & POLLIN) return;
     std::vector<std::string> oomed;
+    if (!inotify_.valid()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& [wd, w] : by_wd_) {
+        uint64_t kills = ReadOomKills(w.events_path);
+        if (kills > w.oom_kills) oomed.push_back(w.container_id);
+        w.oom_kills = kills;
+      }
+    }
+    ssize_t n = inotify_.valid() ? ::read(inotify_.get(), buf, sizeof(buf)) : 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      for (ssize_t off = 0; off < n;) {
+      for (ssize_t off = 0; n > 0 && off < n;) {
         const inotify_event* ev = reinterpret_cast<const inotify_event*>(buf + off);
         off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
         auto it = by_wd_.find(ev->wd);

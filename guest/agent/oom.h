@@ -1,5 +1,6 @@
-// OOM kills: watches each container's memory.events (inotify IN_MODIFY) and reports a container
-// whose oom_kill count went up. One thread for all containers.
+// OOM kills: watches each container's memory.events (inotify IN_MODIFY; without inotify in the
+// kernel, a read of each file every second) and reports a container whose oom_kill count went up.
+// One thread for all containers.
 #ifndef VESSEL_GUEST_AGENT_OOM_H_
 #define VESSEL_GUEST_AGENT_OOM_H_
 
@@ -42,7 +43,8 @@ class OomWatcher {
   ScopedFd wake_;
   std::function<void(const std::string&)> on_oom_;
   std::mutex mu_;
-  std::map<int, Watched> by_wd_;
+  std::map<int, Watched> by_wd_;  // by inotify watch, or by a counter when polling
+  int next_poll_id_ = 1;
   std::thread thread_;
 };
 
