@@ -38,7 +38,7 @@ struct ChildReport {
 };
 constexpr int32_t kReady = 1;
 // How long a child may take to build its container (mounts, pivot_root) or to exec.
-constexpr absl::Duration kReportTimeout = absl::Seconds(60);
+constexpr absl::Duration kReportTimeout = absl::Minutes(5);
 constexpr int32_t kError = 2;
 
 constexpr const char* kCapNames[] = {"CAP_CHOWN",
