@@ -2,10 +2,15 @@
 // the project's Linux guest as the peer (one boot): hybrid-vsock connect latency (CONNECT to the
 // guest's echo server until "OK"), vsock stream throughput (the host streams through the guest's
 // echo, both directions at once), TCP throughput host -> guest and guest -> host over a tap in a
-// scratch network namespace. Needs root. Prints the platform: on kvm_pvm the guest kernel is
-// emulated and these are not product numbers; compare runs on the same host only.
+// scratch network namespace; virtio-fs metadata ops/s and sequential MiB/s in the guest, with the
+// same workload on the host directory as the ceiling. Needs root. Prints the platform: on kvm_pvm
+// the guest kernel is emulated and these are not product numbers; compare runs on one host only.
 //   vessel_guest_io_bench [--bytes=N] [--connects=N]
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <optional>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -15,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "guest/testing/fs_workload.h"
 #include "tests/e2e/host_side.h"
 #include "vmm/kvm/platform.h"
 
@@ -37,8 +43,9 @@ bool WaitFor(VmmProcess& vmm, const std::string& text, int seconds) {
   return true;
 }
 
-// Waits for a whole console line starting with `prefix`; returns the rest of it ("" on timeout).
-std::string WaitForLine(VmmProcess& vmm, const std::string& prefix, int seconds) {
+// Waits for a whole console line starting with `prefix`; returns the rest of it (nullopt on
+// timeout or EOF).
+std::optional<std::string> WaitForLine(VmmProcess& vmm, const std::string& prefix, int seconds) {
   auto deadline = Clock::now() + std::chrono::seconds(seconds);
   for (;;) {
     size_t at = vmm.output().find(prefix);
@@ -50,7 +57,7 @@ std::string WaitForLine(VmmProcess& vmm, const std::string& prefix, int seconds)
         return rest;
       }
     }
-    if (Clock::now() > deadline || !vmm.Pump(200, /*echo=*/true)) return "";
+    if (Clock::now() > deadline || !vmm.Pump(200, /*echo=*/true)) return std::nullopt;
   }
 }
 
@@ -69,14 +76,16 @@ int Main(int argc, char** argv) {
     return 1;
   }
   const std::string uds = absl::StrCat("/tmp/vessel-iobench-", ::getpid(), ".vsock");
+  const std::string share = absl::StrCat("/tmp/vessel-iobench-", ::getpid(), "-share");
+  ::mkdir(share.c_str(), 0755);
   const std::string guest = VESSEL_GUEST_DIR;
   std::printf("booting the guest (about a minute on kvm_pvm)...\n");
   std::fflush(stdout);
   VmmProcess vmm({VESSEL_VMM_BINARY, "--kernel=" + guest + "/vmlinux",
                   "--initrd=" + guest + "/initramfs.cpio", "--mem-mib=256", "--vsock=3," + uds,
-                  "--net=vtap0,netns=" + netns.path(),
+                  "--net=vtap0,netns=" + netns.path(), "--share=share0=" + share + ",cache=auto",
                   absl::StrCat("--append=vessel_test_iobench=", bytes)});
-  if (!WaitFor(vmm, "vessel-test: iobench ready\n", 600)) {
+  if (!WaitForLine(vmm, "vessel-test: iobench ready", 600)) {
     std::fprintf(stderr, "guest_io_bench: the guest never got ready:\n%s\n", vmm.output().c_str());
     return 1;
   }
@@ -130,7 +139,7 @@ int Main(int argc, char** argv) {
       ::close(s);
       return std::string("sent");
     });
-    std::string rx = WaitForLine(vmm, "# iobench tcp_rx ", 1200);
+    std::optional<std::string> rx = WaitForLine(vmm, "# iobench tcp_rx ", 1200);
     auto d = Clock::now() - t;
     bool intact = rx == ExpectedStream(11, bytes);
     std::printf("tcp host->guest: %.2f s: %.1f MiB/s (%s)\n", Seconds(d), MiBps(bytes, d),
@@ -158,9 +167,19 @@ int Main(int argc, char** argv) {
     vmm.WriteLine("go");
     std::printf("tcp guest->host: %s\n", received.get().c_str());
   }
+
+  // virtio-fs: the same workload in the guest (on the share) and on the host directory itself.
+  std::string guest_fs = WaitForLine(vmm, "# iobench fs ", 1800).value_or("(no result from the guest)");
+  std::printf("virtio-fs in the guest (cache=auto), 1000 files, %s bytes: %s\n",
+              absl::StrCat(bytes).c_str(), guest_fs.c_str());
+  probe::FsWorkloadResult host = probe::RunFsWorkload(share, 1000, bytes);
+  std::printf("host directory directly (ceiling): metadata_ops_per_s=%.0f write_mib_per_s=%.1f "
+              "read_mib_per_s=%.1f%s\n",
+              host.metadata_ops_per_s, host.write_mib_per_s, host.read_mib_per_s, host.ok ? "" : " (FAILED)");
   vmm.WriteLine("done");
   WaitFor(vmm, "powering off", 300);
   std::printf("vessel-vmm exit status %d\n", vmm.Wait());
+  std::filesystem::remove_all(share);
   return 0;
 }
 

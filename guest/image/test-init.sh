@@ -222,6 +222,11 @@ if [ -n "$vessel_test_iobench" ]; then
   echo "# iobench tcp_rx $last"
   out=$(/bin/vessel-probe tcp-send 10.0.2.1 7000 "$vessel_test_iobench" 7)
   echo "# iobench tcp_tx $out"
+  if $B mount -t virtiofs share0 /mnt 2>/dev/null; then
+    out=$(/bin/vessel-probe fs-bench /mnt 1000 "$vessel_test_iobench")
+    echo "# iobench fs $out"
+    $B umount /mnt
+  fi
   read -r -t 1200 line
 fi
 

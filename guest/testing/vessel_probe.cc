@@ -6,6 +6,7 @@
 //   vessel-probe tcp-recv PORT                   accept one connection, read to EOF; print bytes and hash
 //   vessel-probe file-write PATH BYTES SEED      write the seeded stream to PATH, fsync; print bytes and hash
 //   vessel-probe file-hash PATH                  read PATH; print bytes and hash
+//   vessel-probe fs-bench DIR FILES BYTES        guest/testing/fs_workload.h in DIR; print the rates
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/vm_sockets.h>
@@ -22,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "guest/testing/fs_workload.h"
 #include "guest/testing/probe_stream.h"
 
 namespace {
@@ -206,10 +208,18 @@ int main(int argc, char** argv) {
     return FileWrite(argv[2], std::strtoull(argv[3], nullptr, 10), std::strtoull(argv[4], nullptr, 10));
   }
   if (mode == "file-hash" && argc == 3) return FileHash(argv[2]);
+  if (mode == "fs-bench" && argc == 5) {
+    vessel::probe::FsWorkloadResult r = vessel::probe::RunFsWorkload(
+        argv[2], std::atoi(argv[3]), std::strtoull(argv[4], nullptr, 10));
+    if (!r.ok) return Fail("fs-bench");
+    std::printf("metadata_ops_per_s=%.0f write_mib_per_s=%.1f read_mib_per_s=%.1f\n",
+                r.metadata_ops_per_s, r.write_mib_per_s, r.read_mib_per_s);
+    return 0;
+  }
   if (mode == "tcp-recv" && argc == 3) return TcpRecv(static_cast<uint16_t>(std::strtoul(argv[2], nullptr, 10)));
   std::fprintf(stderr,
                "usage: vessel-probe vsock-echo PORT | vsock-connect CID PORT MESSAGE |\n"
                "       tcp-send ADDR PORT BYTES SEED | tcp-recv PORT |\n"
-               "       file-write PATH BYTES SEED | file-hash PATH\n");
+               "       file-write PATH BYTES SEED | file-hash PATH | fs-bench DIR FILES BYTES\n");
   return 2;
 }
