@@ -224,11 +224,14 @@ void CloseAllExcept(int a, int b) {
     }
   }
   if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) ChildFail(report_fd, errno, "PR_SET_KEEPCAPS");
-  if (::setgroups(p.additional_gids.size(), p.additional_gids.data()) != 0) {
+  // Raw system calls: glibc's setgroups/setres[ug]id broadcast the change to every thread it
+  // knows of (SIGSETXID) and wait for them; in this clone of a multithreaded agent those threads
+  // do not exist and the call would hang.
+  if (::syscall(SYS_setgroups, p.additional_gids.size(), p.additional_gids.data()) != 0) {
     ChildFail(report_fd, errno, "setgroups (additional gids)");
   }
-  if (::setresgid(p.gid, p.gid, p.gid) != 0) ChildFail(report_fd, errno, "setresgid");
-  if (::setresuid(p.uid, p.uid, p.uid) != 0) ChildFail(report_fd, errno, "setresuid");
+  if (::syscall(SYS_setresgid, p.gid, p.gid, p.gid) != 0) ChildFail(report_fd, errno, "setresgid");
+  if (::syscall(SYS_setresuid, p.uid, p.uid, p.uid) != 0) ChildFail(report_fd, errno, "setresuid");
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2];
   for (int i = 0; i < 2; ++i) {
