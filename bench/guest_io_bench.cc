@@ -34,15 +34,6 @@ using Clock = std::chrono::steady_clock;
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 double MiBps(uint64_t bytes, Clock::duration d) { return bytes / 1048576.0 / Seconds(d); }
 
-// Pumps the console until `text` appears; false on EOF or after `seconds`.
-bool WaitFor(VmmProcess& vmm, const std::string& text, int seconds) {
-  auto deadline = Clock::now() + std::chrono::seconds(seconds);
-  while (!vmm.Saw(text)) {
-    if (Clock::now() > deadline || !vmm.Pump(200, /*echo=*/true)) return false;
-  }
-  return true;
-}
-
 // Waits for a whole console line starting with `prefix`; returns the rest of it (nullopt on
 // timeout or EOF).
 std::optional<std::string> WaitForLine(VmmProcess& vmm, const std::string& prefix, int seconds) {
@@ -177,7 +168,7 @@ int Main(int argc, char** argv) {
               "read_mib_per_s=%.1f%s\n",
               host.metadata_ops_per_s, host.write_mib_per_s, host.read_mib_per_s, host.ok ? "" : " (FAILED)");
   vmm.WriteLine("done");
-  WaitFor(vmm, "powering off", 300);
+  WaitForLine(vmm, "vessel-test: done, powering off", 300);
   std::printf("vessel-vmm exit status %d\n", vmm.Wait());
   std::filesystem::remove_all(share);
   return 0;
