@@ -18,6 +18,7 @@
 #include "guest/agent/fs_util.h"
 #include "guest/agent/mounts.h"
 #include "guest/agent/namespaces.h"
+#include "guest/agent/network.h"
 #include "guest/agent/spawn.h"
 #include "vmm/base/errors.h"
 #include "vmm/base/log.h"
@@ -196,6 +197,7 @@ absl::Status Agent::CreateSandbox(const v1::CreateSandboxRequest& req) {
   VESSEL_RETURN_IF_ERROR(ValidateId("sandbox_id", req.sandbox_id()));
   if (req.hostname().size() > 64)
     return absl::InvalidArgumentError("hostname is longer than 64 characters");
+  VESSEL_RETURN_IF_ERROR(ValidateNetwork(req.interfaces(), req.routes()));
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (shut_down_) return absl::UnavailableError("the agent is shutting down");
@@ -211,6 +213,10 @@ absl::Status Agent::CreateSandbox(const v1::CreateSandboxRequest& req) {
   };
   StorageGuard guard;
   VESSEL_RETURN_IF_ERROR(MountAll(options_.root, req.storages(), guard));
+  if (!req.dns().empty()) VESSEL_RETURN_IF_ERROR(WriteResolvConf(options_.root, req.dns()));
+  if (!req.interfaces().empty() || !req.routes().empty()) {
+    VESSEL_RETURN_IF_ERROR(ConfigureNetwork(req.interfaces(), req.routes()));
+  }
   if (!req.hostname().empty() && !options_.host_mode &&
       ::sethostname(req.hostname().data(), req.hostname().size()) != 0) {
     return ErrnoStatus("sethostname");
@@ -351,6 +357,10 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(
     creating_.erase(id);
   };
   VESSEL_ASSIGN_OR_RETURN(ProcessPlan process, PlanProcess(req.process()));
+  std::shared_ptr<const SeccompProgram> seccomp;
+  if (req.has_seccomp()) {
+    VESSEL_ASSIGN_OR_RETURN(seccomp, CompileSeccomp(req.seccomp()));
+  }
   VESSEL_ASSIGN_OR_RETURN(NamespacePlan namespaces,
                           PlanNamespaces(req.namespaces(), options_.root));
   if ((namespaces.clone_flags & CLONE_NEWPID) != 0) {
@@ -377,6 +387,7 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(
                                                         req.rootfs_readonly(), req.mounts()));
   auto c = std::make_unique<Container>();
   c->id = id;
+  c->seccomp = seccomp;
   VESSEL_ASSIGN_OR_RETURN(c->cgroup, ContainerCgroup::Create(cgroup_root_, id, req.resources()));
   ScopedFd procs;
   if (c->cgroup.valid()) {
@@ -393,6 +404,7 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(
   spawn.cgroup_procs_fd = procs.get();
   spawn.stdio = &stdio;
   spawn.wait_for_start = true;
+  spawn.seccomp = seccomp.get();
   ScopedFd report;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -484,6 +496,7 @@ absl::StatusOr<v1::ExecProcessResponse> Agent::ExecProcess(const v1::ExecProcess
   VESSEL_ASSIGN_OR_RETURN(ProcessPlan process, PlanProcess(req.process()));
   pid_t init_pid;
   ScopedFd procs;
+  std::shared_ptr<const SeccompProgram> seccomp;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = containers_.find(cid);
@@ -499,6 +512,7 @@ absl::StatusOr<v1::ExecProcessResponse> Agent::ExecProcess(const v1::ExecProcess
     }
     c.execs[eid] = nullptr;  // reserved
     init_pid = c.init->pid;
+    seccomp = c.seccomp;
     if (c.cgroup.valid()) {
       absl::StatusOr<ScopedFd> fd = c.cgroup.OpenProcs();
       if (!fd.ok()) {
@@ -529,6 +543,7 @@ absl::StatusOr<v1::ExecProcessResponse> Agent::ExecProcess(const v1::ExecProcess
   spawn.namespaces = &*namespaces;
   spawn.cgroup_procs_fd = procs.get();
   spawn.stdio = &*stdio;
+  spawn.seccomp = seccomp.get();
   ScopedFd report;
   pid_t pid;
   {

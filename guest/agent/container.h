@@ -11,6 +11,7 @@
 
 #include "absl/time/time.h"
 #include "guest/agent/cgroups.h"
+#include "guest/agent/seccomp.h"
 #include "guest/agent/stdio.h"
 #include "rpc/ttrpc/typed.h"
 #include "vessel/agent/v1/agent.pb.h"
@@ -44,6 +45,7 @@ struct Container {
   ScopedFd report_fd;  // init's error pipe
   ContainerCgroup cgroup;
   std::vector<std::string> storages;  // mount points (agent view) to unmount on removal
+  std::shared_ptr<const SeccompProgram> seccomp;  // the spec's filter, for init and execs
 };
 
 }  // namespace vessel::agent

@@ -1,6 +1,11 @@
 #include "guest/agent/service.h"
 
+#include <unistd.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "google/protobuf/empty.pb.h"
+#include "guest/agent/fs_util.h"
 #include "rpc/ttrpc/typed.h"
 #include "vmm/base/errors.h"
 
@@ -20,6 +25,16 @@ std::function<absl::StatusOr<Empty>(const CallContext&, const Req&)> ToEmpty(
 }
 
 }  // namespace
+
+uint64_t AgentRssBytes() {
+  // statm: size resident shared text lib data dt (pages).
+  absl::StatusOr<std::string> statm = ReadSmallFile("/proc/self/statm");
+  if (!statm.ok()) return 0;
+  std::vector<absl::string_view> fields = absl::StrSplit(*statm, ' ');
+  uint64_t pages = 0;
+  if (fields.size() < 2 || !absl::SimpleAtoi(fields[1], &pages)) return 0;
+  return pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+}
 
 absl::Status RegisterAgentService(ttrpc::Server& server, boost::asio::thread_pool& pool,
                                   Agent& agent) {
@@ -70,6 +85,7 @@ absl::Status RegisterAgentService(ttrpc::Server& server, boost::asio::thread_poo
       [](const CallContext&, const v1::HealthRequest&) -> absl::StatusOr<v1::HealthResponse> {
         v1::HealthResponse resp;
         resp.set_status(v1::HealthResponse::SERVING_STATUS_SERVING);
+        resp.set_agent_rss_bytes(AgentRssBytes());
         return resp;
       })));
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterUnary<v1::VersionRequest, v1::VersionResponse>(

@@ -5,6 +5,8 @@
 #ifndef VESSEL_GUEST_AGENT_SERVICE_H_
 #define VESSEL_GUEST_AGENT_SERVICE_H_
 
+#include <cstdint>
+
 #include <boost/asio/thread_pool.hpp>
 
 #include "absl/status/status.h"
@@ -15,6 +17,9 @@ namespace vessel::agent {
 
 inline constexpr char kAgentService[] = "vessel.agent.v1.Agent";
 inline constexpr char kAgentVersion[] = VESSEL_AGENT_VERSION;
+
+// VmRSS of this process from /proc/self/statm, in bytes (0 if it cannot be read).
+uint64_t AgentRssBytes();
 
 absl::Status RegisterAgentService(ttrpc::Server& server, boost::asio::thread_pool& pool,
                                   Agent& agent);

@@ -217,6 +217,11 @@ void CloseAllExcept(int a, int b) {
   for (const auto& [resource, limit] : p.rlimits) {
     if (::setrlimit(resource, &limit) != 0) ChildFail(report_fd, errno, p.rlimit_error.c_str());
   }
+  if (req.seccomp != nullptr && !p.no_new_privileges) {
+    // Without no_new_privileges seccomp(2) needs CAP_SYS_ADMIN: before the capabilities go.
+    int err = InstallSeccomp(*req.seccomp);
+    if (err != 0) ChildFail(report_fd, err, "install the seccomp filter (before dropping privileges)");
+  }
   for (int cap = 0; cap <= 63; ++cap) {
     if ((p.bounding & (uint64_t{1} << cap)) == 0 && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 &&
         errno != EINVAL) {
@@ -271,6 +276,10 @@ void CloseAllExcept(int a, int b) {
     } while (n < 0 && errno == EINTR);
     if (n != 1) ::_exit(127);  // the agent gave up on this container
     ::close(start_fd);
+  }
+  if (req.seccomp != nullptr && p.no_new_privileges) {
+    int err = InstallSeccomp(*req.seccomp);
+    if (err != 0) ChildFail(report_fd, err, "install the seccomp filter");
   }
   ::execve(exe, p.argv_c.data(), p.env_c.data());
   ChildFail(report_fd, errno, p.exe_not_found.c_str());

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "guest/agent/mounts.h"
 #include "guest/agent/namespaces.h"
+#include "guest/agent/seccomp.h"
 #include "guest/agent/stdio.h"
 #include "vessel/agent/v1/agent.pb.h"
 #include "vmm/base/scoped_fd.h"
@@ -50,6 +51,9 @@ struct SpawnRequest {
   int cgroup_procs_fd = -1;            // the child writes "0" here first
   ChildStdio* stdio = nullptr;
   bool wait_for_start = false;  // container init: report ready, block until Start
+  // Installed with no_new_privileges as the last step before execve (after Start); without it
+  // before capabilities and ids are dropped (it needs CAP_SYS_ADMIN then), as runc does.
+  const SeccompProgram* seccomp = nullptr;
 };
 
 struct Spawned {

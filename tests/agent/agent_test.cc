@@ -3,6 +3,7 @@
 // connected to Unix listeners in --stdio-dir. Needs root (namespaces, mounts, cgroups).
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -10,10 +11,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -27,6 +31,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/empty.pb.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "rpc/ttrpc/client.h"
 #include "rpc/ttrpc/io_thread.h"
 #include "rpc/ttrpc/socket.h"
@@ -134,6 +139,10 @@ class AgentTest : public ::testing::Test {
     pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
+      if (!netns_path_.empty()) {
+        int ns = ::open(netns_path_.c_str(), O_RDONLY | O_CLOEXEC);
+        if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) ::_exit(126);
+      }
       std::string listen = "unix:" + dir_ + "/agent.sock";
       ::execl(VESSEL_AGENT_PATH, VESSEL_AGENT_PATH, "--listen", listen.c_str(), "--root",
               root_.c_str(), "--stdio-dir", stdio_dir_.c_str(), static_cast<char*>(nullptr));
@@ -150,6 +159,7 @@ class AgentTest : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     ASSERT_NE(client_, nullptr) << "the agent did not start serving";
+    if (!create_sandbox_) return;
     v1::CreateSandboxRequest sandbox;
     sandbox.set_sandbox_id("sb");
     sandbox.set_hostname("sandbox-host");
@@ -275,6 +285,9 @@ class AgentTest : public ::testing::Test {
 
   ttrpc::IoThread io_;
   std::shared_ptr<ttrpc::Client> client_;
+  // Set before SetUp: the agent runs in this network namespace; the test calls CreateSandbox.
+  std::string netns_path_;
+  bool create_sandbox_ = true;
   std::string dir_, root_, stdio_dir_;
   pid_t agent_pid_ = -1;
   int mounts_before_ = 0;
@@ -290,6 +303,9 @@ TEST_F(AgentTest, VersionAndHealth) {
       Call<v1::HealthResponse>("Health", v1::HealthRequest());
   ASSERT_TRUE(health.ok());
   EXPECT_EQ(health->status(), v1::HealthResponse::SERVING_STATUS_SERVING);
+  // The agent's own resident set: more than its binary's first pages, far less than 64 MiB.
+  EXPECT_GT(health->agent_rss_bytes(), 100u * 1024);
+  EXPECT_LT(health->agent_rss_bytes(), 64u << 20);
   v1::CreateSandboxRequest again;
   again.set_sandbox_id("sb");
   EXPECT_EQ(Call<Empty>("CreateSandbox", again).status().code(), absl::StatusCode::kAlreadyExists);
@@ -803,6 +819,238 @@ TEST_F(AgentTest, ConcurrentContainers) {
     });
   }
   for (std::thread& t : threads) t.join();
+}
+
+// ---- seccomp ----
+
+v1::LinuxSeccomp DenyMkdir(const char* action = "SCMP_ACT_ERRNO") {
+  v1::LinuxSeccomp seccomp;
+  seccomp.set_default_action("SCMP_ACT_ALLOW");
+  seccomp.add_architectures("SCMP_ARCH_X86_64");
+  seccomp.add_architectures("SCMP_ARCH_X86");
+  v1::LinuxSyscall* deny = seccomp.add_syscalls();
+  // An unknown name is skipped (runc does the same), the others still apply.
+  for (const char* name : {"mkdir", "mkdirat", "no_such_syscall_in_any_kernel"})
+    deny->add_names(name);
+  deny->set_action(action);
+  return seccomp;
+}
+
+TEST_F(AgentTest, SeccompDeniesMkdirInInitAndExecs) {
+  // With no_new_privileges the filter goes in last, right before execve.
+  v1::CreateContainerRequest spec =
+      Spec("s", {"sh", "-c", "mkdir /tmp/x 2>&1; echo rc=$?; test -d /tmp/x || echo no dir"}, 1300);
+  *spec.mutable_seccomp() = DenyMkdir();
+  spec.mutable_process()->set_no_new_privileges(true);
+  auto [status, out] = RunToExit(spec, 1300);
+  EXPECT_EQ(status, 0u);
+  EXPECT_EQ(out, "mkdir: can't create directory '/tmp/x': Operation not permitted\nrc=1\nno dir\n");
+
+  // Without no_new_privileges it goes in before the privileges are dropped; a chosen errno; an
+  // exec'd process inherits the container's filter.
+  v1::CreateContainerRequest running = Spec("s2", {"sleep", "100"});
+  *running.mutable_seccomp() = DenyMkdir();
+  running.mutable_seccomp()->mutable_syscalls(0)->set_errno_ret(ENOSPC);
+  ASSERT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", running).ok());
+  ASSERT_TRUE(Start("s2").ok());
+  StdioListener out2(stdio_dir_, 1310), err2(stdio_dir_, 1311);
+  v1::ExecProcessRequest exec;
+  exec.set_container_id("s2");
+  exec.set_exec_id("e");
+  for (const char* a : {"sh", "-c", "mkdir /tmp/y 2>&1; echo rc=$?; echo still runs"})
+    exec.mutable_process()->add_args(a);
+  exec.mutable_process()->add_env("PATH=/bin");
+  exec.mutable_stdio()->set_stdout_port(1310);
+  exec.mutable_stdio()->set_stderr_port(1311);
+  ASSERT_TRUE(Call<v1::ExecProcessResponse>("ExecProcess", exec).ok());
+  EXPECT_EQ(out2.Wait(),
+            "mkdir: can't create directory '/tmp/y': No space left on device\nrc=1\nstill runs\n");
+  EXPECT_EQ(Wait("s2", "e").value_or(~0u), 0u);
+  EXPECT_TRUE(Signal("s2", SIGKILL).ok());
+  EXPECT_EQ(Wait("s2").value_or(0), 137u);
+  EXPECT_TRUE(Remove("s2").ok());
+}
+
+TEST_F(AgentTest, SeccompKillProcessAction) {
+  v1::CreateContainerRequest spec = Spec("k", {"sh", "-c", "echo before; exec mkdir /tmp/z"}, 1320);
+  *spec.mutable_seccomp() = DenyMkdir("SCMP_ACT_KILL_PROCESS");
+  spec.mutable_process()->set_no_new_privileges(true);
+  auto [status, out] = RunToExit(spec, 1320);
+  EXPECT_EQ(status, 128u + SIGSYS);
+  EXPECT_EQ(out, "before\n");
+}
+
+TEST_F(AgentTest, InvalidSeccompIsRejectedAtOnce) {
+  struct Case {
+    std::function<void(v1::LinuxSeccomp&)> edit;
+    const char* message;
+  };
+  std::vector<Case> cases = {
+      {[](v1::LinuxSeccomp& s) { s.mutable_syscalls(0)->set_action("SCMP_ACT_BOGUS"); },
+       "syscalls[0]: unknown action 'SCMP_ACT_BOGUS'"},
+      {[](v1::LinuxSeccomp& s) { s.set_default_action("ALLOW"); },
+       "default_action: unknown action 'ALLOW'"},
+      {[](v1::LinuxSeccomp& s) { s.clear_default_action(); }, "default_action is empty"},
+      {[](v1::LinuxSeccomp& s) { s.add_architectures("SCMP_ARCH_VAX"); },
+       "unknown architecture 'SCMP_ARCH_VAX'"},
+      {[](v1::LinuxSeccomp& s) { s.add_flags("SECCOMP_FILTER_FLAG_BOGUS"); },
+       "unknown flag 'SECCOMP_FILTER_FLAG_BOGUS'"},
+      {[](v1::LinuxSeccomp& s) {
+         v1::LinuxSeccompArg* a = s.mutable_syscalls(0)->add_args();
+         a->set_index(6);
+         a->set_op("SCMP_CMP_EQ");
+       },
+       "argument index 6 is over 5"},
+      {[](v1::LinuxSeccomp& s) { s.mutable_syscalls(0)->add_args()->set_op("SCMP_CMP_ALMOST"); },
+       "unknown argument operator 'SCMP_CMP_ALMOST'"},
+      {[](v1::LinuxSeccomp& s) { s.mutable_syscalls(0)->set_errno_ret(100000); },
+       "errno_ret 100000 is over 4095"},
+  };
+  for (const Case& c : cases) {
+    v1::CreateContainerRequest spec = Spec("bad", {"true"});
+    *spec.mutable_seccomp() = DenyMkdir();
+    c.edit(*spec.mutable_seccomp());
+    auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<v1::CreateContainerResponse> r =
+        Call<v1::CreateContainerResponse>("CreateContainer", spec);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << c.message;
+    EXPECT_THAT(r.status().message(), HasSubstr(c.message));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  }
+  // Nothing was left behind: the same id works.
+  v1::CreateContainerRequest ok = Spec("bad", {"true"});
+  *ok.mutable_seccomp() = DenyMkdir();
+  EXPECT_TRUE(Call<v1::CreateContainerResponse>("CreateContainer", ok).ok());
+  EXPECT_TRUE(Remove("bad").ok());
+}
+
+// ---- network and DNS ----
+
+std::string Shell(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int status = ::pclose(p);
+  EXPECT_EQ(status, 0) << cmd << ": " << out;
+  return out;
+}
+
+// The agent runs in a scratch network namespace holding one end of a veth pair with a known MAC.
+class AgentNetworkTest : public AgentTest {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces)";
+    netns_ = absl::StrCat("vessel-agent-net-", ::getpid());
+    Shell("ip netns add " + netns_);
+    Shell("ip -n " + netns_ + " link add v0 address " + kMac + " type veth peer name peer0");
+    Shell("ip -n " + netns_ + " link set peer0 up");
+    netns_path_ = "/var/run/netns/" + netns_;
+    create_sandbox_ = false;
+    AgentTest::SetUp();
+  }
+  void TearDown() override {
+    AgentTest::TearDown();
+    if (!netns_.empty()) Shell("ip netns del " + netns_);
+  }
+  nlohmann::json IpJson(const std::string& args) {
+    std::string out = Shell("ip -n " + netns_ + " -j " + args);
+    return nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+  }
+
+  static constexpr char kMac[] = "02:00:00:aa:bb:cc";
+  std::string netns_;
+};
+
+TEST_F(AgentNetworkTest, InterfacesRoutesAndDns) {
+  v1::CreateSandboxRequest req;
+  req.set_sandbox_id("net");
+  // A MAC no device has: NotFound naming it, and nothing applied.
+  v1::Interface* missing = req.add_interfaces();
+  missing->set_name("eth9");
+  missing->set_mac("02:00:00:00:00:99");
+  absl::Status status = Call<Empty>("CreateSandbox", req).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_THAT(status.message(), HasSubstr("02:00:00:00:00:99"));
+  // Malformed input: InvalidArgument before anything changes.
+  missing->set_mac("02:00:00:00:00");
+  EXPECT_EQ(Call<Empty>("CreateSandbox", req).status().code(), absl::StatusCode::kInvalidArgument);
+  req.clear_interfaces();
+  req.add_routes()->set_destination("10.0.0.0/33");
+  status = Call<Empty>("CreateSandbox", req).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("route 10.0.0.0/33"));
+  req.clear_routes();
+
+  for (const char* line : {"nameserver 10.96.0.10", "search default.svc.cluster.local", "options ndots:5"})
+    req.add_dns(line);
+  v1::Interface* eth = req.add_interfaces();
+  eth->set_name("eth7");
+  eth->set_mac("02:00:00:AA:BB:CC");  // matched case-insensitively
+  eth->set_mtu(1400);
+  v1::IPAddress* addr = eth->add_addresses();
+  addr->set_address("10.88.0.5");
+  addr->set_prefix_length(16);
+  v1::Route* def = req.add_routes();
+  def->set_gateway("10.88.0.1");
+  def->set_device("eth7");
+  v1::Route* svc = req.add_routes();
+  svc->set_destination("10.96.0.0/12");
+  svc->set_device("eth7");
+  svc->set_scope(253);  // RT_SCOPE_LINK
+  svc->set_source("10.88.0.5");
+  status = Call<Empty>("CreateSandbox", req).status();
+  ASSERT_TRUE(status.ok()) << status;
+
+  EXPECT_EQ(ReadFile(root_ + "/etc/resolv.conf"),
+            "nameserver 10.96.0.10\nsearch default.svc.cluster.local\noptions ndots:5\n");
+  nlohmann::json links = IpJson("addr show");
+  ASSERT_TRUE(links.is_array()) << links.dump();
+  bool saw_eth = false, saw_lo = false;
+  for (const auto& link : links) {
+    std::string name = link.value("ifname", "");
+    auto flags = link.value("flags", std::vector<std::string>{});
+    bool up = std::find(flags.begin(), flags.end(), "UP") != flags.end();
+    if (name == "lo") {
+      saw_lo = true;
+      EXPECT_TRUE(up) << "lo is not up";
+    }
+    if (name == "eth7") {
+      saw_eth = true;
+      EXPECT_EQ(link.value("address", ""), kMac);
+      EXPECT_EQ(link.value("mtu", 0), 1400);
+      EXPECT_TRUE(up) << link.dump();
+      bool has_addr = false;
+      for (const auto& a : link.value("addr_info", nlohmann::json::array())) {
+        if (a.value("local", "") == "10.88.0.5" && a.value("prefixlen", 0) == 16) has_addr = true;
+      }
+      EXPECT_TRUE(has_addr) << link.dump();
+    }
+    EXPECT_NE(name, "v0") << "the interface was not renamed";
+  }
+  EXPECT_TRUE(saw_eth && saw_lo) << links.dump();
+
+  nlohmann::json routes = IpJson("route show");
+  ASSERT_TRUE(routes.is_array()) << routes.dump();
+  bool saw_default = false, saw_svc = false;
+  for (const auto& r : routes) {
+    if (r.value("dst", "") == "default") {
+      saw_default = true;
+      EXPECT_EQ(r.value("gateway", ""), "10.88.0.1");
+      EXPECT_EQ(r.value("dev", ""), "eth7");
+    }
+    if (r.value("dst", "") == "10.96.0.0/12") {
+      saw_svc = true;
+      EXPECT_EQ(r.value("dev", ""), "eth7");
+      EXPECT_EQ(r.value("scope", ""), "link");
+      EXPECT_EQ(r.value("prefsrc", ""), "10.88.0.5");
+    }
+  }
+  EXPECT_TRUE(saw_default && saw_svc) << routes.dump();
+  // The host's /etc/resolv.conf is never touched in host mode: the file is under --root only.
+  EXPECT_THAT(ReadFile("/etc/resolv.conf"), ::testing::Not(HasSubstr("default.svc.cluster.local")));
 }
 
 }  // namespace
