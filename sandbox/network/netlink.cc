@@ -1,6 +1,7 @@
 #include "sandbox/network/netlink.h"
 
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include <cerrno>
 
@@ -12,6 +13,7 @@ namespace vessel::sandbox::network {
 namespace {
 
 constexpr size_t kNlaHeader = NLA_HDRLEN;
+constexpr int kAnswerTimeoutSeconds = 10;
 
 // The status for an errno the kernel answered, with its extended-ACK text when there is one.
 absl::Status KernelError(const std::string& where, int err, const std::string& kernel_text) {
@@ -157,6 +159,11 @@ absl::StatusOr<NetlinkSocket> NetlinkSocket::Open(const std::string& netns_path)
   const int one = 1;
   ::setsockopt(fd.get(), SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
   ::setsockopt(fd.get(), SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
+  // The kernel answers at once; a bound wait turns a lost answer into an error, not a hang.
+  const timeval timeout{kAnswerTimeoutSeconds, 0};
+  if (::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) != 0) {
+    return ErrnoStatus("setsockopt(netlink socket, SO_RCVTIMEO)");
+  }
   sockaddr_nl local{};
   local.nl_family = AF_NETLINK;
   if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&local), sizeof(local)) != 0) {
@@ -185,9 +192,20 @@ absl::Status NetlinkSocket::Send(absl::Span<const uint8_t> bytes, absl::string_v
 
 absl::StatusOr<size_t> NetlinkSocket::Receive(absl::string_view what) {
   for (;;) {
-    const ssize_t n = ::recv(fd_.get(), buffer_.data(), buffer_.size(), 0);
+    // MSG_TRUNC: the datagram's real length, so a truncated one is noticed, never parsed.
+    const ssize_t n = ::recv(fd_.get(), buffer_.data(), buffer_.size(), MSG_TRUNC);
+    if (n > static_cast<ssize_t>(buffer_.size())) {
+      return absl::InternalError(absl::StrCat(Where(what), ": a netlink answer of ", n,
+                                              " bytes did not fit the ", buffer_.size(),
+                                              "-byte buffer"));
+    }
     if (n >= 0) return static_cast<size_t>(n);
     if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          Where(what), ": the kernel did not answer the netlink request within ",
+          kAnswerTimeoutSeconds, " s"));
+    }
     return ErrnoStatus(absl::StrCat(Where(what), ": receiving the kernel's netlink answer"));
   }
 }

@@ -28,7 +28,8 @@ class TcMirror {
  public:
   // In the network namespace at `netns_path` (empty: this process's): sets `tap_name` up with the
   // MTU of `veth_name`, then adds the ingress qdiscs and redirect filters both ways. The tap must
-  // exist already (the virtio-net device opens it). On failure nothing stays behind. Errors name
+  // exist already (the virtio-net device opens it). On failure no qdisc or filter stays behind
+  // (the tap stays up). Errors name
   // the device, the operation and the fix: missing namespace, unknown interface (NotFound), an
   // ingress qdisc someone else already put there (AlreadyExists), a kernel without u32 / mirred /
   // ingress support, no CAP_NET_ADMIN.
