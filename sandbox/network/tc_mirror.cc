@@ -1,5 +1,6 @@
 #include "sandbox/network/tc_mirror.h"
 
+#include <arpa/inet.h>
 #include <linux/if.h>
 #include <linux/if_ether.h>
 #include <linux/if_link.h>
@@ -7,7 +8,6 @@
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <linux/tc_act/tc_mirred.h>
-#include <arpa/inet.h>
 
 #include <cerrno>
 #include <cstring>

@@ -3,12 +3,12 @@
 // 1400 and routes, its peer in a second "host" namespace), read back by InspectPodNetwork; a real
 // tap (devices/net's Tap, as the virtio-net device opens it) joined to the veth by TcMirror, with
 // frames sent both ways and iproute2's `tc` checking what was installed and what was removed.
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <net/if.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <linux/if_packet.h>
-#include <linux/if_ether.h>
-#include <arpa/inet.h>
 
 #include <array>
 #include <chrono>
