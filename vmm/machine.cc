@@ -10,13 +10,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "arch/x86_64/boot_params.h"
-#include "arch/x86_64/e820.h"
-#include "arch/x86_64/elf_symbols.h"
-#include "arch/x86_64/kernel_loader.h"
-#include "arch/x86_64/layout.h"
-#include "arch/x86_64/mptable.h"
-#include "arch/x86_64/vcpu_setup.h"
 #include "devices/virtio/mmio_transport.h"
 #include "vmm/kvm/irqfd_line.h"
 #include <linux/virtio_mmio.h>
@@ -24,10 +17,6 @@
 #include "vmm/base/errors.h"
 #include "vmm/base/file_util.h"
 #include "vmm/base/log.h"
-#include "vmm/kvm/kvm_irq_line.h"
-#include "vmm/legacy/cmos_rtc.h"
-#include "vmm/legacy/i8042.h"
-#include "vmm/legacy/power_port.h"
 
 namespace vessel {
 namespace {
@@ -35,15 +24,9 @@ namespace {
 constexpr uint64_t kMaxKernelBytes = 512ull << 20;
 constexpr uint64_t kMinMemMib = 16;
 constexpr uint64_t kMaxMemMib = 1ull << 20;  // 1 TiB
-// virtio-mmio interrupts use IOAPIC pins 5..23 (below: legacy ISA devices, COM1 on 4).
-constexpr uint32_t kFirstVirtioGsi = 5;
-constexpr size_t kMaxVirtioDevices = 19;
 // The signal that kicks a vCPU thread out of KVM_RUN.
 const int kKickSignal = SIGRTMIN;
 constexpr auto kJoinTimeout = std::chrono::seconds(5);
-// Command line every guest gets: serial console, reboot through the keyboard controller, reboot on
-// panic (so a dead guest ends the VM), no port-0x80 I/O delays, no PCI probing.
-constexpr char kBaseCmdline[] = "console=ttyS0 reboot=k panic=-1 io_delay=none pci=off";
 
 void InstallKickHandler() {
   static std::once_flag once;
@@ -101,15 +84,17 @@ std::chrono::nanoseconds Machine::SinceCreate() const {
 
 absl::Status Machine::Build() {
   const MachineConfig& c = config_;
-  if (c.vcpus == 0 || c.vcpus > x86::kMaxVcpus) {
-    return absl::InvalidArgumentError(absl::StrCat("--vcpus ", c.vcpus, " is out of range 1..", x86::kMaxVcpus));
+  platform_ = c.platform.has_value() ? *c.platform : DetectPlatform();
+  arch_ = arch::CreateHostArch(platform_);
+  if (c.vcpus == 0 || c.vcpus > arch_->max_vcpus()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--vcpus ", c.vcpus, " is out of range 1..", arch_->max_vcpus()));
   }
   if (c.mem_mib < kMinMemMib || c.mem_mib > kMaxMemMib) {
     return absl::InvalidArgumentError(
         absl::StrCat("--mem-mib ", c.mem_mib, " is out of range ", kMinMemMib, "..", kMaxMemMib));
   }
   if (c.kernel_path.empty()) return absl::InvalidArgumentError("no kernel given: pass --kernel PATH");
-  platform_ = c.platform.has_value() ? *c.platform : DetectPlatform();
 
   VESSEL_ASSIGN_OR_RETURN(KvmSystem kvm, KvmSystem::Open());
   kvm_.emplace(std::move(kvm));
@@ -119,16 +104,11 @@ absl::Status Machine::Build() {
   }
   VESSEL_ASSIGN_OR_RETURN(KvmVm vm, kvm_->CreateVm());
   vm_.emplace(std::move(vm));
-  VESSEL_RETURN_IF_ERROR(vm_->SetTssAddress(x86::kTssAddr));
-  VESSEL_RETURN_IF_ERROR(vm_->SetIdentityMapAddress(x86::kIdentityMapAddr));
-  VESSEL_RETURN_IF_ERROR(vm_->CreateIrqchip());
-  VESSEL_RETURN_IF_ERROR(vm_->CreatePit());
+  VESSEL_RETURN_IF_ERROR(arch_->SetUpVm(*kvm_, *vm_));
 
   // Guest RAM.
   const uint64_t mem_bytes = c.mem_mib << 20;
-  x86::RamLayout ram = x86::SplitRam(mem_bytes);
-  std::vector<GuestRange> ranges = {{0, ram.low_end}};
-  if (ram.high_bytes > 0) ranges.push_back({x86::kMmioGapEnd, ram.high_bytes});
+  VESSEL_ASSIGN_OR_RETURN(std::vector<GuestRange> ranges, arch_->RamRanges(mem_bytes));
   VESSEL_ASSIGN_OR_RETURN(GuestMemory memory,
                           GuestMemory::Create(ranges, GuestMemory::Options{c.hugepages}));
   memory_.emplace(std::move(memory));
@@ -136,6 +116,14 @@ absl::Status Machine::Build() {
     const GuestRegion& r = memory_->regions()[i];
     VESSEL_RETURN_IF_ERROR(vm_->SetUserMemoryRegion(static_cast<uint32_t>(i), r.gpa, r.size, r.host));
   }
+
+  // vCPUs, then the interrupt controller (arm64's GIC needs every vCPU; irqfds need the GIC).
+  for (uint32_t id = 0; id < c.vcpus; ++id) {
+    VESSEL_ASSIGN_OR_RETURN(KvmVcpu vcpu, vm_->CreateVcpu(id));
+    VESSEL_RETURN_IF_ERROR(arch_->InitVcpu(*vm_, vcpu));
+    vcpus_.push_back(std::move(vcpu));
+  }
+  VESSEL_RETURN_IF_ERROR(arch_->SetUpIrqchip(*vm_, c.vcpus));
 
   VESSEL_RETURN_IF_ERROR(SetUpDevices());
 
@@ -145,60 +133,30 @@ absl::Status Machine::Build() {
     return absl::Status(kernel_file.status().code(),
                         absl::StrCat("kernel: ", kernel_file.status().message()));
   }
-  absl::StatusOr<x86::KernelImage> image = x86::ParseKernel(*kernel_file);
-  if (!image.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(c.kernel_path, ": ", image.status().message()));
-  }
-  VESSEL_RETURN_IF_ERROR(x86::LoadKernel(*image, *kernel_file, *memory_));
-
-  x86::BootParamsInput boot;
-  boot.header = image->header;
+  std::vector<uint8_t> initrd;
   if (!c.initrd_path.empty()) {
-    absl::StatusOr<std::vector<uint8_t>> initrd = ReadFileBytes(c.initrd_path, mem_bytes);
-    if (!initrd.ok()) {
-      return absl::Status(initrd.status().code(),
-                          absl::StrCat("initrd: ", initrd.status().message(),
+    absl::StatusOr<std::vector<uint8_t>> file = ReadFileBytes(c.initrd_path, mem_bytes);
+    if (!file.ok()) {
+      return absl::Status(file.status().code(),
+                          absl::StrCat("initrd: ", file.status().message(),
                                        " (it must fit in guest RAM: raise --mem-mib)"));
     }
-    VESSEL_ASSIGN_OR_RETURN(uint64_t initrd_addr, x86::PlaceInitrd(*image, initrd->size(), ram.low_end));
-    VESSEL_RETURN_IF_ERROR(memory_->Write(initrd_addr, initrd->data(), initrd->size()));
-    boot.initrd_addr = initrd_addr;
-    boot.initrd_size = initrd->size();
+    initrd = std::move(*file);
   }
-  cmdline_ = kBaseCmdline;
-  if (platform_.flavor == KvmFlavor::kPvm) absl::StrAppend(&cmdline_, " ", x86::PvmCmdlineAdditions());
-  absl::StrAppend(&cmdline_, device_cmdline_);
-  if (!c.extra_cmdline.empty()) absl::StrAppend(&cmdline_, " ", c.extra_cmdline);
-  VESSEL_RETURN_IF_ERROR(x86::CheckCmdline(*image, cmdline_));
-  VESSEL_RETURN_IF_ERROR(memory_->Write(x86::kCmdlineAddr, cmdline_.c_str(), cmdline_.size() + 1));
-  boot.cmdline_addr = x86::kCmdlineAddr;
-  boot.cmdline_size = static_cast<uint32_t>(cmdline_.size());
-  VESSEL_ASSIGN_OR_RETURN(boot.e820, x86::BuildE820(mem_bytes));
-  VESSEL_ASSIGN_OR_RETURN(boot_params zero_page, x86::BuildBootParams(boot));
-  VESSEL_RETURN_IF_ERROR(memory_->WriteObj(x86::kZeroPageAddr, zero_page));
-  VESSEL_RETURN_IF_ERROR(x86::WriteMpTable(*memory_, c.vcpus));
-  VESSEL_RETURN_IF_ERROR(x86::WriteBootStructures(*memory_));
+  cmdline_ = arch_->KernelCmdline(virtio_windows_, c.extra_cmdline);
+  arch::BootRequest boot;
+  boot.vcpus = c.vcpus;
+  boot.mem_bytes = mem_bytes;
+  boot.kernel_path = c.kernel_path;
+  boot.kernel = *kernel_file;
+  boot.initrd = initrd;
+  boot.cmdline = cmdline_;
+  boot.virtio = virtio_windows_;
+  VESSEL_RETURN_IF_ERROR(arch_->LoadBoot(boot, *memory_));
 
-  if (platform_.flavor == KvmFlavor::kPvm) {
-    std::optional<uint64_t> pf_entry;
-    if (image->format == x86::KernelFormat::kElf) {
-      absl::StatusOr<uint64_t> sym = x86::FindElfSymbol(*kernel_file, "asm_exc_page_fault");
-      if (sym.ok()) pf_entry = *sym;
-    }
-    compat_ = std::make_unique<x86::PvmCompat>(&*memory_, pf_entry);
-    compat_->MaintainTrap();
-    LogInfo("platform: ", platform_.Name(), ": compatibility profile on (", x86::PvmCmdlineAdditions(),
-            pf_entry ? absl::StrFormat(", SYSCALL fix via #PF trap at %#x", *pf_entry) : "", ")");
-  }
-
-  VESSEL_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> cpuid, kvm_->SupportedCpuid());
-  x86::VcpuBootInfo info{c.vcpus, image->entry, std::move(cpuid), nullptr};
-  if (compat_) info.adjust_cpuid = x86::MaskPvmHypercallFeatures;
-  for (uint32_t id = 0; id < c.vcpus; ++id) {
-    VESSEL_ASSIGN_OR_RETURN(KvmVcpu vcpu, vm_->CreateVcpu(id));
-    absl::Status s = x86::SetupVcpu(vcpu, info);
-    if (!s.ok()) return absl::Status(s.code(), absl::StrCat("vCPU ", id, ": ", s.message()));
-    vcpus_.push_back(std::move(vcpu));
+  for (KvmVcpu& vcpu : vcpus_) {
+    absl::Status s = arch_->SetUpVcpu(vcpu);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat("vCPU ", vcpu.id(), ": ", s.message()));
   }
   exit_counts_.assign(c.vcpus, {});
   return absl::OkStatus();
@@ -206,34 +164,31 @@ absl::Status Machine::Build() {
 
 absl::Status Machine::SetUpDevices() {
   auto sink = config_.console_sink;
-  serial_ = std::make_shared<Serial16550>(
-      std::make_shared<KvmIrqLine>(&*vm_, Serial16550::kCom1Irq),
-      [this, sink](absl::string_view bytes) {
-        int64_t expected = -1;
-        first_console_ns_.compare_exchange_strong(expected, SinceCreate().count());
-        if (sink) sink(bytes);
-      });
-  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(serial_, Serial16550::kCom1Base, 8, "COM1 16550"));
-  auto i8042 = std::make_shared<I8042>([this] { End(ExitReason::kReboot, "guest reset the machine through the i8042 keyboard controller"); });
-  // 0x61 (speaker) inside this range is served by KVM's in-kernel PIT and never exits to us.
-  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(i8042, I8042::kDataPort, I8042::kCommandPort - I8042::kDataPort + 1, "i8042"));
-  auto power = std::make_shared<PowerPort>(
-      [this] { End(ExitReason::kPoweroff, "guest powered off"); },
-      [this] { End(ExitReason::kReboot, "guest reset the machine through the power port"); });
-  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(power, PowerPort::kPort, 1, "power port"));
-  debug_port_ = std::make_shared<DebugPort>(created_);
-  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(debug_port_, DebugPort::kPort, 1, "boot-timing port"));
-  VESSEL_RETURN_IF_ERROR(io_bus_.Insert(std::make_shared<CmosRtc>(), CmosRtc::kPort, 2, "CMOS RTC"));
+  arch::PlatformDeviceContext ctx;
+  ctx.vm = &*vm_;
+  ctx.io_bus = &io_bus_;
+  ctx.mmio_bus = &mmio_bus_;
+  ctx.console_sink = [this, sink](absl::string_view bytes) {
+    int64_t expected = -1;
+    first_console_ns_.compare_exchange_strong(expected, SinceCreate().count());
+    if (sink) sink(bytes);
+  };
+  ctx.poweroff = [this](std::string detail) { End(ExitReason::kPoweroff, std::move(detail)); };
+  ctx.reset = [this](std::string detail) { End(ExitReason::kReboot, std::move(detail)); };
+  ctx.created = created_;
+  VESSEL_ASSIGN_OR_RETURN(arch::PlatformDevices platform_devices, arch_->AddPlatformDevices(ctx));
+  serial_ = std::move(platform_devices.console);
+  debug_port_ = std::move(platform_devices.debug_port);
 
-  // virtio-mmio devices: one 4 KiB window each from kVirtioMmioBase, IOAPIC pins from 5 up; the
-  // disks first (/dev/vda, ...), then vsock, the network devices (eth0, ...), the shares.
+  // virtio-mmio devices: one window each (arch_->VirtioWindowAt); the disks first (/dev/vda, ...),
+  // then vsock, the network devices (eth0, ...), the shares.
   const size_t virtio_count = config_.disks.size() + (config_.vsock.has_value() ? 1 : 0) +
                               config_.nets.size() + config_.shares.size();
-  if (virtio_count > kMaxVirtioDevices) {
+  if (virtio_count > arch_->max_virtio_devices()) {
     return absl::InvalidArgumentError(absl::StrCat(
         config_.disks.size(), " disks, ", config_.vsock.has_value() ? 1 : 0, " vsock, ",
         config_.nets.size(), " network devices and ", config_.shares.size(),
-        " shares given; at most ", kMaxVirtioDevices, " virtio devices fit"));
+        " shares given; at most ", arch_->max_virtio_devices(), " virtio devices fit"));
   }
   if (virtio_count > 0) event_loop_ = std::make_unique<EventLoop>();
   for (const block::BlockConfig& disk_config : config_.disks) {
@@ -272,13 +227,17 @@ absl::Status Machine::SetUpDevices() {
 }
 
 absl::Status Machine::AddVirtioDevice(std::unique_ptr<virtio::VirtioDevice> device, std::string name) {
-  const size_t i = virtio_devices_++;
-  const uint64_t base = x86::kVirtioMmioBase + i * virtio::MmioTransport::kWindowSize;
-  const uint32_t gsi = kFirstVirtioGsi + static_cast<uint32_t>(i);
+  VESSEL_ASSIGN_OR_RETURN(arch::VirtioWindow window, arch_->VirtioWindowAt(virtio_devices_));
+  if (window.size < virtio::MmioTransport::kWindowSize) {
+    return absl::InternalError(absl::StrCat("virtio-mmio window of ", window.size,
+                                            " bytes is smaller than the transport's registers"));
+  }
+  ++virtio_devices_;
+  const uint64_t base = window.base;
   // Interrupts through an irqfd: injected in the kernel, no ioctl per interrupt.
   ScopedFd irq_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!irq_fd.valid()) return ErrnoStatus("eventfd for a virtio interrupt");
-  VESSEL_RETURN_IF_ERROR(vm_->RegisterIrqfd(irq_fd.get(), gsi));
+  VESSEL_RETURN_IF_ERROR(vm_->RegisterIrqfd(irq_fd.get(), window.gsi));
   auto transport = std::make_shared<virtio::MmioTransport>(
       name, std::move(device), &*memory_, std::make_shared<IrqfdLine>(irq_fd.get()));
   eventfds_.push_back(std::move(irq_fd));
@@ -291,7 +250,7 @@ absl::Status Machine::AddVirtioDevice(std::unique_ptr<virtio::VirtioDevice> devi
     event_loop_->WatchEventfd(kick.get(), [transport, q] { transport->HandleNotify(q); });
     eventfds_.push_back(std::move(kick));
   }
-  absl::StrAppendFormat(&device_cmdline_, " virtio_mmio.device=4K@%#x:%d", base, gsi);
+  virtio_windows_.push_back(window);
   return absl::OkStatus();
 }
 
@@ -332,7 +291,7 @@ void Machine::RunVcpu(size_t index) {
     }
     uint32_t reason = vcpu.run()->exit_reason;
     ++exit_counts_[index][reason < 64 ? reason : 63];
-    if (compat_) compat_->MaintainTrap();
+    arch_->AfterExit();
     if (!HandleExit(vcpu)) break;
   }
   running_threads_.fetch_sub(1);
@@ -363,11 +322,9 @@ bool Machine::HandleExit(KvmVcpu& vcpu) {
                           vcpu.id(), run->fail_entry.hardware_entry_failure_reason, DescribeVcpu(vcpu)));
       return false;
     case KVM_EXIT_INTERNAL_ERROR: {
-      if (compat_ && run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION) {
-        absl::StatusOr<bool> handled = compat_->HandleEmulationFailure(vcpu);
-        if (handled.ok() && *handled) return true;
-        if (!handled.ok()) LogError("kvm_pvm compat: ", handled.status().message());
-      }
+      absl::StatusOr<bool> handled = arch_->HandleInternalError(vcpu);
+      if (handled.ok() && *handled) return true;
+      if (!handled.ok()) LogError(arch_->name(), " internal-error handler: ", handled.status().message());
       End(ExitReason::kCrash, absl::StrCat("vCPU ", vcpu.id(), ": KVM_EXIT_INTERNAL_ERROR suberror ",
                                            run->internal.suberror, ": ", DescribeVcpu(vcpu)));
       return false;
@@ -425,20 +382,7 @@ void Machine::HandleMmio(kvm_run* run) {
 }
 
 std::string Machine::DescribeVcpu(const KvmVcpu& vcpu) const {
-  absl::StatusOr<kvm_regs> regs = vcpu.GetRegs();
-  absl::StatusOr<kvm_sregs> sregs = vcpu.GetSregs();
-  if (!regs.ok() || !sregs.ok()) return "registers unavailable";
-  std::string out = absl::StrFormat("RIP %#x RSP %#x CPL %d CR0 %#x CR3 %#x", regs->rip, regs->rsp,
-                                    sregs->cs.selector & 3, sregs->cr0, sregs->cr3);
-  absl::StatusOr<uint64_t> gpa = vcpu.Translate(regs->rip);
-  uint8_t bytes[16];
-  if (gpa.ok() && memory_->Read(*gpa, bytes, sizeof(bytes)).ok()) {
-    absl::StrAppend(&out, ", instruction bytes:");
-    for (uint8_t b : bytes) absl::StrAppendFormat(&out, " %02x", b);
-  } else {
-    absl::StrAppend(&out, ", RIP not in guest RAM");
-  }
-  return out;
+  return arch_->DescribeVcpu(vcpu, *memory_);
 }
 
 void Machine::End(ExitReason reason, std::string detail) {
@@ -488,7 +432,7 @@ MachineExit Machine::Wait() {
     if (!exit_.has_value()) return MachineExit{ExitReason::kHostStop, "machine was never started"};
   }
   JoinAll();
-  if (compat_) LogInfo(compat_->Summary());
+  if (std::string compat = arch_->CompatSummary(); !compat.empty()) LogInfo(compat);
   std::lock_guard lock(mu_);
   return *exit_;
 }
@@ -521,6 +465,6 @@ std::map<std::string, uint64_t> Machine::exit_counts() const {
   return out;
 }
 
-std::string Machine::compat_summary() const { return compat_ ? compat_->Summary() : ""; }
+std::string Machine::compat_summary() const { return arch_ ? arch_->CompatSummary() : ""; }
 
 }  // namespace vessel

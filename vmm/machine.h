@@ -1,4 +1,4 @@
-// Machine: one x86_64 KVM virtual machine running in this process.
+// Machine: one KVM virtual machine running in this process (its architecture behind arch/arch.h).
 //
 // Create() builds everything (KVM VM, guest RAM, kernel + initrd + boot structures, legacy devices,
 // vCPUs) and fails with a message naming the thing and the fix. Start() runs one thread per vCPU;
@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "arch/x86_64/compat/pvm_compat.h"
+#include "arch/arch.h"
 #include "devices/block/block_device.h"
 #include "devices/virtio/virtio_device.h"
 #include "devices/fs/fs_config.h"
@@ -136,7 +136,7 @@ class Machine {
   std::chrono::steady_clock::time_point created_;
   std::chrono::nanoseconds setup_{0};
   std::string cmdline_;
-  std::string device_cmdline_;  // virtio_mmio.device=... for each virtio device
+  std::vector<arch::VirtioWindow> virtio_windows_;  // one per virtio device, in order
 
   std::optional<KvmSystem> kvm_;
   std::optional<KvmVm> vm_;
@@ -148,7 +148,7 @@ class Machine {
   Bus mmio_bus_{"MMIO"};
   std::shared_ptr<Serial16550> serial_;
   std::shared_ptr<DebugPort> debug_port_;
-  std::unique_ptr<x86::PvmCompat> compat_;
+  std::unique_ptr<arch::ArchVm> arch_;  // the guest architecture (arch/arch.h)
   std::unique_ptr<EventLoop> event_loop_;    // destroyed first: its callbacks use the devices
   size_t virtio_devices_ = 0;                // virtio-mmio windows used
   vsock::VsockDevice* vsock_ = nullptr;      // owned by its transport on mmio_bus_
