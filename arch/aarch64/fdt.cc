@@ -152,6 +152,10 @@ absl::StatusOr<std::vector<uint8_t>> BuildFdt(const FdtConfig& c) {
   }
   w.U32("#interrupt-cells", 3);
   w.Empty("interrupt-controller");
+  // No children, but dtc (interrupt_provider) and interrupt-map parsing want the cell sizes.
+  w.U32("#address-cells", 2);
+  w.U32("#size-cells", 2);
+  w.Empty("ranges");
   w.Reg({c.gic.distributor, c.gic.cpu});
   w.U32("phandle", kGicPhandle);
   w.End();
