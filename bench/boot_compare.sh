@@ -12,7 +12,7 @@ guest=$build/guest
 vmm=$build/vmm/vessel-vmm
 limit=${BOOT_LIMIT_S:-240}
 platform="hardware KVM"; [ -d /sys/module/kvm_pvm ] && platform="kvm_pvm (software nested KVM)"
-for f in "$vmm" "$guest/vmlinux" "$guest/bzImage" "$guest/initramfs.cpio"; do
+for f in "$vmm" "$guest/vmlinux" "$guest/bzImage" "$guest/test-initramfs.cpio"; do
   [ -e "$f" ] || { echo "boot_compare: $f missing: run ./setup.sh" >&2; exit 1; }
 done
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -45,7 +45,7 @@ run_qemu() {
   [ "$accel" = kvm ] && cpu=host
   stamp_run "$tmp/$name.log" qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=on -accel "$accel" \
     -cpu "$cpu" -m 128 -smp 1 -nodefaults -no-user-config -nographic -serial stdio -no-reboot \
-    -kernel "$guest/bzImage" -initrd "$guest/initramfs.cpio" -append "$qemu_cmdline $extra" </dev/null
+    -kernel "$guest/bzImage" -initrd "$guest/test-initramfs.cpio" -append "$qemu_cmdline $extra" </dev/null
   read -r q_first q_init q_done < <(milestones "$tmp/$name.log")
   if [ "$q_init" = "-" ]; then
     echo "boot_compare: qemu ($accel) did not reach /init; its last lines:"; tail -n 3 "$tmp/$name.log" | sed 's/^/    /'

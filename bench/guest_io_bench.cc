@@ -73,7 +73,7 @@ int Main(int argc, char** argv) {
   std::printf("booting the guest (about a minute on kvm_pvm)...\n");
   std::fflush(stdout);
   VmmProcess vmm({VESSEL_VMM_BINARY, "--kernel=" + guest + "/vmlinux",
-                  "--initrd=" + guest + "/initramfs.cpio", "--mem-mib=256", "--vsock=3," + uds,
+                  "--initrd=" + guest + "/test-initramfs.cpio", "--mem-mib=256", "--vsock=3," + uds,
                   "--net=vtap0,netns=" + netns.path(), "--share=share0=" + share + ",cache=auto",
                   absl::StrCat("--append=vessel_test_iobench=", bytes)});
   if (!WaitForLine(vmm, "vessel-test: iobench ready", 600)) {

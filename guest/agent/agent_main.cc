@@ -172,7 +172,10 @@ int AgentMain(int argc, char** argv) {
       LogError("agent: ", s.message());
       status = 1;
     } else {
-      LogInfo("agent: serving vessel.agent.v1.Agent on ", flags->listen);
+      // One line on the console that hosts and people wait for.
+      std::string line = absl::StrCat("vessel-agent: serving on ", flags->listen, "\n");
+      ssize_t unused = ::write(STDERR_FILENO, line.data(), line.size());
+      (void)unused;
       for (;;) {
         signalfd_siginfo info;
         ssize_t n = ::read(sigfd.get(), &info, sizeof(info));

@@ -106,7 +106,7 @@ TEST_P(BootE2eTest, GuestBootsRunsChecksReadsConsoleAndPowersOff) {
   const std::string token = RandomToken();
   const std::string input = absl::StrCat("hello-from-host-", RandomToken());
   const std::string guest = VESSEL_GUEST_DIR;
-  RunResult r = RunVmm({"--kernel=" + guest + "/vmlinux", "--initrd=" + guest + "/initramfs.cpio",
+  RunResult r = RunVmm({"--kernel=" + guest + "/vmlinux", "--initrd=" + guest + "/test-initramfs.cpio",
                         absl::StrCat("--vcpus=", vcpus), "--mem-mib=128", "--boot-timing",
                         absl::StrCat("--append=vessel_test_cpus=", vcpus,
                                      " vessel_test_mem_mib=128 vessel_test_input=1 vessel.token=", token)},
@@ -169,7 +169,7 @@ TEST(BlockE2eTest, GuestWritesExt4ThatTheHostReadsBack) {
   ASSERT_EQ(Host("sha256sum " + vdb + " | cut -d' ' -f1", &host_sum), 0);
   while (!host_sum.empty() && host_sum.back() == '\n') host_sum.pop_back();
   const std::string guest = VESSEL_GUEST_DIR;
-  RunResult r = RunVmm({"--kernel=" + guest + "/vmlinux", "--initrd=" + guest + "/initramfs.cpio",
+  RunResult r = RunVmm({"--kernel=" + guest + "/vmlinux", "--initrd=" + guest + "/test-initramfs.cpio",
                         "--mem-mib=128", "--disk", vda, "--disk=" + vdb + ",ro,serial=random",
                         "--append=vessel_test_cpus=1 vessel_test_mem_mib=128 vessel.token=blk "
                         "vessel_test_disk=1 vessel_test_vda_kb=65536"},

@@ -55,7 +55,7 @@ TEST(FsE2eTest, GuestWorksOnTheShareAndTheHostSeesIt) {
 
   const std::string guest = VESSEL_GUEST_DIR;
   VmmProcess vmm({VESSEL_VMM_BINARY, "--kernel=" + guest + "/vmlinux",
-                  "--initrd=" + guest + "/initramfs.cpio", "--mem-mib=256",
+                  "--initrd=" + guest + "/test-initramfs.cpio", "--mem-mib=256",
                   "--share=share0=" + share.string() + ",cache=auto",
                   "--append=vessel_test_cpus=1 vessel_test_mem_mib=256 vessel.token=fs vessel_test_fs=1"});
   bool changed = false;

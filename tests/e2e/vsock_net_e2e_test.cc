@@ -57,7 +57,7 @@ TEST(VsockNetE2eTest, GuestIsTheRealPeerOfVsockAndNet) {
 
   const std::string guest = VESSEL_GUEST_DIR;
   VmmProcess vmm({VESSEL_VMM_BINARY, "--kernel=" + guest + "/vmlinux",
-                  "--initrd=" + guest + "/initramfs.cpio", "--mem-mib=256", "--vsock=3," + uds,
+                  "--initrd=" + guest + "/test-initramfs.cpio", "--mem-mib=256", "--vsock=3," + uds,
                   "--net=vtap0,mac=52:54:00:12:34:56,netns=" + netns.path(),
                   "--append=vessel_test_cpus=1 vessel_test_mem_mib=256 vessel.token=vsocknet "
                   "vessel_test_vsock=1 vessel_test_net=1"});
