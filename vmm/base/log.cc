@@ -5,8 +5,15 @@
 #include <string>
 
 namespace vessel {
+namespace {
+// The process's logging threshold: the one piece of process-wide state, set by main().
+std::atomic<int> min_level{static_cast<int>(LogLevel::kInfo)};
+}  // namespace
+
+void SetMinLogLevel(LogLevel level) { min_level.store(static_cast<int>(level), std::memory_order_relaxed); }
 
 void LogLine(LogLevel level, absl::string_view message) {
+  if (static_cast<int>(level) < min_level.load(std::memory_order_relaxed)) return;
   const char* tag = "info";
   switch (level) {
     case LogLevel::kDebug: tag = "debug"; break;

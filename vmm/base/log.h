@@ -14,6 +14,8 @@ enum class LogLevel { kDebug, kInfo, kWarning, kError };
 
 // Writes one line "vessel[LEVEL] message" to stderr. Thread-safe (one write(2) per line).
 void LogLine(LogLevel level, absl::string_view message);
+// Lines below `level` are dropped (default: kInfo). For a program's main(), e.g. a quiet CLI.
+void SetMinLogLevel(LogLevel level);
 
 template <typename... Args>
 void LogInfo(const Args&... args) { LogLine(LogLevel::kInfo, absl::StrCat(args...)); }

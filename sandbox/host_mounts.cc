@@ -1,0 +1,109 @@
+#include "sandbox/host_mounts.h"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "vmm/base/errors.h"
+
+namespace vessel::sandbox {
+namespace {
+
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string Unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\') {
+      bool octal = true;
+      int v = 0;
+      for (size_t k = 1; k <= 3 && octal; ++k) {
+        octal = i + k < s.size() && s[i + k] >= '0' && s[i + k] <= '7';
+        if (octal) v = v * 8 + (s[i + k] - '0');
+      }
+      if (octal) {
+        out.push_back(static_cast<char>(v));
+        i += 3;
+        continue;
+      }
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::Status BindMount(const std::string& source, const std::string& target, bool readonly) {
+  struct stat st;
+  if (::stat(source.c_str(), &st) != 0) return ErrnoStatus("bind mount source " + source);
+  if (S_ISDIR(st.st_mode)) {
+    if (::mkdir(target.c_str(), 0755) != 0 && errno != EEXIST) return ErrnoStatus("mkdir " + target);
+  } else {
+    int fd = ::open(target.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0) return ErrnoStatus("create bind mount point " + target);
+    ::close(fd);
+  }
+  if (::mount(source.c_str(), target.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+    absl::Status s = ErrnoStatus(absl::StrCat("bind mount ", source, " on ", target));
+    (void)UnmountAndRemove(target);
+    return s;
+  }
+  // Our copy must not propagate back into the source's peer group, nor theirs into ours.
+  (void)::mount(nullptr, target.c_str(), nullptr, MS_PRIVATE | MS_REC, nullptr);
+  if (readonly && ::mount(nullptr, target.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY,
+                          nullptr) != 0) {
+    absl::Status s = ErrnoStatus("remount read-only " + target);
+    (void)UnmountAndRemove(target);
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UnmountAndRemove(const std::string& target) {
+  // A recursive bind mount is one mount tree: detaching the top takes the submounts with it.
+  if (::umount2(target.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
+    return ErrnoStatus("unmount " + target);
+  }
+  if (HasMountsUnder(target)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(target, " is still a mount point after unmounting it: leaving it in place"));
+  }
+  if (::rmdir(target.c_str()) != 0 && errno == ENOTDIR) ::unlink(target.c_str());
+  return absl::OkStatus();
+}
+
+bool HasMountsUnder(const std::string& dir) {
+  std::string prefix = std::filesystem::path(dir).lexically_normal().string();
+  while (prefix.size() > 1 && prefix.back() == '/') prefix.pop_back();
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> fields = absl::StrSplit(line, ' ');
+    if (fields.size() < 5) continue;
+    std::string mount_point = Unescape(fields[4]);
+    if (mount_point == prefix || mount_point.rfind(prefix + "/", 0) == 0) return true;
+  }
+  return false;
+}
+
+absl::Status RemoveTreeIfUnmounted(const std::string& dir) {
+  if (HasMountsUnder(dir)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "not removing ", dir, ": something is still mounted below it (see /proc/self/mountinfo)"));
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("remove ", dir, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace vessel::sandbox
