@@ -26,14 +26,21 @@ std::function<absl::StatusOr<Empty>(const CallContext&, const Req&)> ToEmpty(
 
 }  // namespace
 
-uint64_t AgentRssBytes() {
+AgentRss ReadAgentRss() {
   // statm: size resident shared text lib data dt (pages).
+  AgentRss rss;
   absl::StatusOr<std::string> statm = ReadSmallFile("/proc/self/statm");
-  if (!statm.ok()) return 0;
+  if (!statm.ok()) return rss;
   std::vector<absl::string_view> fields = absl::StrSplit(*statm, ' ');
-  uint64_t pages = 0;
-  if (fields.size() < 2 || !absl::SimpleAtoi(fields[1], &pages)) return 0;
-  return pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  uint64_t resident = 0, shared = 0;
+  if (fields.size() < 3 || !absl::SimpleAtoi(fields[1], &resident) ||
+      !absl::SimpleAtoi(fields[2], &shared)) {
+    return rss;
+  }
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  rss.total = resident * page;
+  rss.file = shared * page;
+  return rss;
 }
 
 absl::Status RegisterAgentService(ttrpc::Server& server, boost::asio::thread_pool& pool,
@@ -85,7 +92,9 @@ absl::Status RegisterAgentService(ttrpc::Server& server, boost::asio::thread_poo
       [](const CallContext&, const v1::HealthRequest&) -> absl::StatusOr<v1::HealthResponse> {
         v1::HealthResponse resp;
         resp.set_status(v1::HealthResponse::SERVING_STATUS_SERVING);
-        resp.set_agent_rss_bytes(AgentRssBytes());
+        AgentRss rss = ReadAgentRss();
+        resp.set_agent_rss_bytes(rss.total);
+        resp.set_agent_rss_file_bytes(rss.file);
         return resp;
       })));
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterUnary<v1::VersionRequest, v1::VersionResponse>(

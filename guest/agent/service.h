@@ -18,8 +18,12 @@ namespace vessel::agent {
 inline constexpr char kAgentService[] = "vessel.agent.v1.Agent";
 inline constexpr char kAgentVersion[] = VESSEL_AGENT_VERSION;
 
-// VmRSS of this process from /proc/self/statm, in bytes (0 if it cannot be read).
-uint64_t AgentRssBytes();
+// Resident memory of this process from /proc/self/statm, in bytes (zeros if it cannot be read).
+struct AgentRss {
+  uint64_t total = 0;  // VmRSS
+  uint64_t file = 0;   // file-backed and shared pages ("shared")
+};
+AgentRss ReadAgentRss();
 
 absl::Status RegisterAgentService(ttrpc::Server& server, boost::asio::thread_pool& pool,
                                   Agent& agent);

@@ -136,8 +136,12 @@ TEST(AgentGuestE2e, DefaultGuestRunsAContainerFromTheShare) {
   ASSERT_TRUE(idle.ok()) << idle.status();
   EXPECT_GT(idle->agent_rss_bytes(), 0u);
   std::printf("# bench: platform=guest-on-kvm (see ../shared/platform.md for kvm_pvm)\n");
-  std::printf("# bench: agent RSS idle in the guest: %llu KiB\n",
-              static_cast<unsigned long long>(idle->agent_rss_bytes() / 1024));
+  std::printf("# bench: agent RSS idle in the guest: %llu KiB (file-backed %llu KiB, anonymous "
+              "%llu KiB)\n",
+              static_cast<unsigned long long>(idle->agent_rss_bytes() / 1024),
+              static_cast<unsigned long long>(idle->agent_rss_file_bytes() / 1024),
+              static_cast<unsigned long long>(
+                  (idle->agent_rss_bytes() - idle->agent_rss_file_bytes()) / 1024));
 
   v1::CreateSandboxRequest sandbox;
   sandbox.set_sandbox_id("sb");
