@@ -5,6 +5,8 @@
 #include <libfdt.h>
 
 #include <cstdint>
+#include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,7 +33,7 @@ std::vector<uint8_t> MakeImage(uint64_t image_size, size_t file_size) {
   put(8, 0, 8);            // text_offset
   put(16, image_size, 8);  // image_size
   put(24, 0xa, 8);         // 4 KiB pages, anywhere
-  put(32, 0, 24);
+  for (size_t off = 32; off < 56; off += 8) put(off, 0, 8);  // res2..res4
   put(kImageMagicOffset, kImageMagic, 4);
   return b;
 }
@@ -106,11 +108,17 @@ TEST(Aarch64VmTest, LoadBootWritesKernelInitrdAndADescribingDtb) {
   ASSERT_GE(chosen, 0);
   EXPECT_STREQ(static_cast<const char*>(fdt_getprop(dtb.data(), chosen, "bootargs", nullptr)),
                "console=ttyS0 panic=-1 rdinit=/init");
-  const fdt64_t* start = static_cast<const fdt64_t*>(fdt_getprop(dtb.data(), chosen, "linux,initrd-start", nullptr));
-  const fdt64_t* end = static_cast<const fdt64_t*>(fdt_getprop(dtb.data(), chosen, "linux,initrd-end", nullptr));
-  ASSERT_TRUE(start != nullptr && end != nullptr);
-  EXPECT_EQ(fdt64_to_cpu(*start), l.initrd_addr);
-  EXPECT_EQ(fdt64_to_cpu(*end), l.initrd_addr + initrd.size());
+  // DTB properties are only 4-byte aligned: copy the 64-bit values out.
+  auto u64_prop = [&](const char* name) -> std::optional<uint64_t> {
+    int len = 0;
+    const void* p = fdt_getprop(dtb.data(), chosen, name, &len);
+    if (p == nullptr || len != sizeof(fdt64_t)) return std::nullopt;
+    fdt64_t v;
+    std::memcpy(&v, p, sizeof(v));
+    return fdt64_to_cpu(v);
+  };
+  EXPECT_EQ(u64_prop("linux,initrd-start"), l.initrd_addr);
+  EXPECT_EQ(u64_prop("linux,initrd-end"), l.initrd_addr + initrd.size());
   EXPECT_GE(fdt_path_offset(dtb.data(), "/virtio_mmio@a001000"), 0);
   EXPECT_LT(fdt_path_offset(dtb.data(), "/virtio_mmio@a002000"), 0);
   EXPECT_GE(fdt_path_offset(dtb.data(), "/cpus/cpu@1"), 0);
