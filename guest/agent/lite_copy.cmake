@@ -1,0 +1,16 @@
+# Build-time helper for vessel-agent's protobuf-lite copies (see CMakeLists.txt):
+#   cmake -DIN=x.proto -DOUT=copy.proto -P lite_copy.cmake            appends the LITE_RUNTIME option
+#   cmake -DIN=typed.h -DOUT=copy.h -DTYPED=1 -P lite_copy.cmake      names types with GetTypeName()
+file(READ "${IN}" content)
+if(TYPED)
+  set(from "Message::descriptor()->full_name()")
+  string(FIND "${content}" "${from}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "lite_copy: '${from}' not found in ${IN}: update guest/agent/lite_copy.cmake")
+  endif()
+  string(REPLACE "${from}" "Message().GetTypeName()" content "${content}")
+else()
+  string(APPEND content "\n// vessel-agent build: lite runtime (appended by guest/agent/lite_copy.cmake).\noption optimize_for = LITE_RUNTIME;\n")
+endif()
+file(WRITE "${OUT}.tmp" "${content}")
+file(RENAME "${OUT}.tmp" "${OUT}")
