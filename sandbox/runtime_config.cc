@@ -2,10 +2,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
-#include <sstream>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -62,6 +64,8 @@ absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(absl::string_view json_text) {
     auto string_field = [&](std::string* out) -> absl::Status {
       if (!v.is_string()) return Bad(key, "must be a string");
       *out = v.get<std::string>();
+      // Checked here too (not only in ValidateRuntimeConfig) so the message names this key.
+      if (out->find('\0') != std::string::npos) return Bad(key, "must not contain a NUL byte");
       return absl::OkStatus();
     };
     auto uint_field = [&](uint64_t lo, uint64_t hi, uint64_t* out) -> absl::Status {
@@ -104,15 +108,21 @@ absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(absl::string_view json_text) {
 }
 
 absl::StatusOr<RuntimeConfig> LoadRuntimeConfig(const std::string& path) {
-  std::ifstream in(path);
+  constexpr size_t kMaxConfigBytes = 1 << 20;
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("vessel config file ", path, " is a directory"));
+  }
+  std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(absl::StrCat("vessel config file ", path, " cannot be read: ",
                                             std::strerror(errno)));
   }
-  std::stringstream buf;
-  buf << in.rdbuf();
-  std::string text = buf.str();
-  if (text.size() > (1 << 20)) {
+  // Read at most one byte past the limit: a FIFO or a device such as /dev/zero may never end.
+  std::string text(kMaxConfigBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxConfigBytes) {
     return absl::InvalidArgumentError(absl::StrCat("vessel config file ", path, " is over 1 MiB"));
   }
   absl::StatusOr<RuntimeConfig> config = ParseRuntimeConfig(text);
@@ -125,11 +135,19 @@ absl::StatusOr<RuntimeConfig> LoadRuntimeConfig(const std::string& path) {
 absl::Status ValidateRuntimeConfig(const RuntimeConfig& config) {
   if (config.vcpus < 1 || config.vcpus > 64) return Bad("vcpus", "must be from 1 to 64");
   if (config.memory_mib < 64) return Bad("memory_mib", "must be at least 64 (the agent and kernel need it)");
+  if (config.memory_mib > (1 << 20)) return Bad("memory_mib", "must be at most 1048576 (1 TiB)");
   if (config.shared_fs_cache != "never" && config.shared_fs_cache != "auto" &&
       config.shared_fs_cache != "always") {
     return Bad("shared_fs_cache", "must be \"never\", \"auto\" or \"always\"");
   }
   if (config.boot_timeout.count() < 1) return Bad("boot_timeout_s", "must be at least 1");
+  // A NUL byte cuts a path short at every system call: "/\0x" would be "/" to mkdir and remove_all.
+  for (const auto& [key, value] : {std::pair<const char*, const std::string*>{"kernel", &config.kernel},
+                                   {"initramfs", &config.initramfs},
+                                   {"state_dir", &config.state_dir},
+                                   {"kernel_cmdline", &config.kernel_cmdline}}) {
+    if (value->find('\0') != std::string::npos) return Bad(key, "must not contain a NUL byte");
+  }
   if (config.state_dir.empty() || config.state_dir[0] != '/') {
     return Bad("state_dir", "must be an absolute path");
   }

@@ -1,6 +1,8 @@
 #include "sandbox/stdio_stream.h"
 
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -34,7 +36,10 @@ bool WriteAll(int fd, const char* data, size_t size, int stop) {
     int p = ::poll(fds, 2, -1);
     if (p < 0 && errno == EINTR) continue;
     if (p < 0 || (fds[1].revents & POLLIN)) return false;
-    if (fds[0].revents & (POLLERR | POLLNVAL)) return false;
+    if (fds[0].revents & (POLLERR | POLLNVAL)) {
+      errno = (fds[0].revents & POLLNVAL) ? EBADF : EPIPE;  // for the caller's message
+      return false;
+    }
     size_t chunk = size < PIPE_BUF ? size : PIPE_BUF;
     ssize_t n = ::send(fd, data, chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno == ENOTSOCK) n = ::write(fd, data, chunk);
@@ -116,6 +121,13 @@ void StdioStream::FinishOutput() {
 }
 
 void StdioStream::Run() {
+  // A write to a pipe whose reader is gone raises SIGPIPE, which kills an embedding program that
+  // did not ignore it: poll's POLLERR only catches a reader that left before the poll. Blocked
+  // here, it is inherited by the input thread; a pending thread-directed SIGPIPE dies with us.
+  sigset_t pipe_set;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
   pollfd fds[2] = {{listener_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
   for (;;) {
     int n = ::poll(fds, 2, -1);
