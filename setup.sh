@@ -15,7 +15,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libfdt-dev liburing-dev nlohmann-json3-dev zlib1g-dev
   linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils
   busybox-static e2fsprogs qemu-system-x86 device-tree-compiler g++-aarch64-linux-gnu
-  golang-go golang-github-containerd-ttrpc-dev golang-github-containerd-containerd-dev iproute2 libseccomp-dev
+  golang-go golang-github-containerd-ttrpc-dev golang-github-containerd-containerd-dev iproute2 libseccomp-dev containerd runc
 )
 missing=()
 for p in "${packages[@]}"; do
