@@ -218,7 +218,8 @@ int Main(int argc, char** argv) {
     return 1;
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  std::map<std::string, std::string> status = StatusFields(absl::StrCat("/proc/", a.pid, "/status"));
+  std::map<std::string, std::string> status =
+      StatusFields(absl::StrCat("/proc/", a.pid, "/status"));
   std::printf("agent_rss_idle_kib %llu  (VmRSS %s, RssAnon %s, RssFile %s, threads %s)\n",
               static_cast<unsigned long long>(AgentRss(a) / 1024), status["VmRSS"].c_str(),
               status["RssAnon"].c_str(), status["RssFile"].c_str(), status["Threads"].c_str());
@@ -256,10 +257,11 @@ int Main(int argc, char** argv) {
     remove.set_container_id(id);
     (void)a.Call<Empty>("RemoveContainer", remove);
   }
-  std::printf("create_to_running_ms p50 %.2f p90 %.2f (n=%d; CreateContainer p50 %.2f, "
-              "StartContainer p50 %.2f)\n",
-              Percentile(total_ms, 0.5), Percentile(total_ms, 0.9), iterations,
-              Percentile(create_ms, 0.5), Percentile(start_ms, 0.5));
+  std::printf(
+      "create_to_running_ms p50 %.2f p90 %.2f (n=%d; CreateContainer p50 %.2f, "
+      "StartContainer p50 %.2f)\n",
+      Percentile(total_ms, 0.5), Percentile(total_ms, 0.9), iterations, Percentile(create_ms, 0.5),
+      Percentile(start_ms, 0.5));
 
   for (int i = 0; i < 10; ++i) {
     std::string id = absl::StrCat("run", i);

@@ -100,8 +100,8 @@ struct RoutePlan {
 };
 
 std::string RouteLabel(const v1::Route& r) {
-  std::string label = absl::StrCat(
-      "route ", r.destination().empty() ? "default" : absl::CEscape(r.destination()));
+  std::string label =
+      absl::StrCat("route ", r.destination().empty() ? "default" : absl::CEscape(r.destination()));
   if (!r.gateway().empty()) absl::StrAppend(&label, " via ", absl::CEscape(r.gateway()));
   if (!r.device().empty()) absl::StrAppend(&label, " dev ", absl::CEscape(r.device()));
   return label;
@@ -126,10 +126,10 @@ absl::StatusOr<RoutePlan> PlanRoute(const v1::Route& r) {
     }
     VESSEL_ASSIGN_OR_RETURN(p.dst, ParseIp(absl::StrCat(p.label, ": destination"), addr));
     p.dst_len = MaxPrefix(p.dst);
-    if (!prefix.empty() && (!absl::SimpleAtoi(prefix, &p.dst_len) || p.dst_len > MaxPrefix(p.dst))) {
-      return absl::InvalidArgumentError(absl::StrCat(p.label, ": prefix length '",
-                                                     absl::CEscape(prefix), "' is not 0-",
-                                                     MaxPrefix(p.dst)));
+    if (!prefix.empty() &&
+        (!absl::SimpleAtoi(prefix, &p.dst_len) || p.dst_len > MaxPrefix(p.dst))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          p.label, ": prefix length '", absl::CEscape(prefix), "' is not 0-", MaxPrefix(p.dst)));
     }
     if (p.has_gateway && p.gateway.family != p.dst.family) {
       return absl::InvalidArgumentError(
@@ -278,7 +278,8 @@ class Rtnetlink {
     for (auto* a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
       size_t size = RTA_PAYLOAD(a);
       if (a->rta_type == IFLA_IFNAME && size > 0) {
-        link.name.assign(static_cast<const char*>(RTA_DATA(a)), strnlen(static_cast<const char*>(RTA_DATA(a)), size));
+        link.name.assign(static_cast<const char*>(RTA_DATA(a)),
+                         strnlen(static_cast<const char*>(RTA_DATA(a)), size));
       } else if (a->rta_type == IFLA_ADDRESS && size == 6) {
         link.mac = FormatMac(static_cast<const unsigned char*>(RTA_DATA(a)));
       }
@@ -290,9 +291,7 @@ class Rtnetlink {
   uint32_t seq_ = 0;
 };
 
-absl::Status Failed(absl::string_view what, int err) {
-  return ErrnoStatus(what, err);
-}
+absl::Status Failed(absl::string_view what, int err) { return ErrnoStatus(what, err); }
 
 // RTM_NEWLINK on `index`: optional new name and MTU, and the IFF_UP flag when `change_up`.
 int SetLink(Rtnetlink& nl, int index, const std::string& name, uint32_t mtu, bool change_up,
@@ -318,7 +317,8 @@ absl::Status ValidateNetwork(const google::protobuf::RepeatedPtrField<v1::Interf
     return absl::InvalidArgumentError("more than 64 interfaces or 1024 routes");
   }
   for (const v1::Interface& i : interfaces) {
-    std::string what = absl::StrCat("interface '", absl::CEscape(i.name()), "' (", absl::CEscape(i.mac()), ")");
+    std::string what =
+        absl::StrCat("interface '", absl::CEscape(i.name()), "' (", absl::CEscape(i.mac()), ")");
     VESSEL_RETURN_IF_ERROR(ParseMac(what, i.mac()).status());
     VESSEL_RETURN_IF_ERROR(ValidateIfName(what, i.name()));
     if (i.mtu() != 0 && (i.mtu() < 68 || i.mtu() > 65535)) {
@@ -390,8 +390,8 @@ absl::Status ConfigureNetwork(const google::protobuf::RepeatedPtrField<v1::Inter
       msg.Attr(IFA_LOCAL, ip.bytes, ip.size());
       msg.Attr(IFA_ADDRESS, ip.bytes, ip.size());
       if (int err = nl.Request(msg); err != 0) {
-        return Failed(
-            absl::StrCat(what, ": add address ", a.address(), "/", a.prefix_length()), err);
+        return Failed(absl::StrCat(what, ": add address ", a.address(), "/", a.prefix_length()),
+                      err);
       }
     }
     if (int err = SetLink(nl, found->index, "", 0, true, true); err != 0)

@@ -72,9 +72,12 @@ absl::StatusOr<uint32_t> ParseAction(absl::string_view field, const std::string&
 
 absl::StatusOr<scmp_compare> ParseOp(const std::string& op) {
   static constexpr std::pair<const char*, scmp_compare> kOps[] = {
-      {"SCMP_CMP_NE", SCMP_CMP_NE}, {"SCMP_CMP_LT", SCMP_CMP_LT},
-      {"SCMP_CMP_LE", SCMP_CMP_LE}, {"SCMP_CMP_EQ", SCMP_CMP_EQ},
-      {"SCMP_CMP_GE", SCMP_CMP_GE}, {"SCMP_CMP_GT", SCMP_CMP_GT},
+      {"SCMP_CMP_NE", SCMP_CMP_NE},
+      {"SCMP_CMP_LT", SCMP_CMP_LT},
+      {"SCMP_CMP_LE", SCMP_CMP_LE},
+      {"SCMP_CMP_EQ", SCMP_CMP_EQ},
+      {"SCMP_CMP_GE", SCMP_CMP_GE},
+      {"SCMP_CMP_GT", SCMP_CMP_GT},
       {"SCMP_CMP_MASKED_EQ", SCMP_CMP_MASKED_EQ}};
   for (const auto& [name, value] : kOps) {
     if (op == name) return value;
@@ -101,10 +104,10 @@ absl::StatusOr<unsigned int> ParseFlag(const std::string& name) {
   if (name == "SECCOMP_FILTER_FLAG_LOG") return static_cast<unsigned int>(SECCOMP_FILTER_FLAG_LOG);
   if (name == "SECCOMP_FILTER_FLAG_SPEC_ALLOW")
     return static_cast<unsigned int>(SECCOMP_FILTER_FLAG_SPEC_ALLOW);
-  return absl::InvalidArgumentError(absl::StrCat(
-      "seccomp: unknown flag '", absl::CEscape(name),
-      "' (expected SECCOMP_FILTER_FLAG_TSYNC, SECCOMP_FILTER_FLAG_LOG or "
-      "SECCOMP_FILTER_FLAG_SPEC_ALLOW)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("seccomp: unknown flag '", absl::CEscape(name),
+                   "' (expected SECCOMP_FILTER_FLAG_TSYNC, SECCOMP_FILTER_FLAG_LOG or "
+                   "SECCOMP_FILTER_FLAG_SPEC_ALLOW)"));
 }
 
 // Reads the program libseccomp wrote into `fd`.
@@ -116,10 +119,9 @@ absl::StatusOr<std::vector<sock_filter>> ReadProgram(int fd) {
         absl::StrCat("libseccomp exported a filter of ", size, " bytes: not whole instructions"));
   }
   if (static_cast<size_t>(size) / sizeof(sock_filter) > BPF_MAXINSNS) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("seccomp: the filter compiles to ", size / sizeof(sock_filter),
-                     " instructions, over the kernel's limit of ", BPF_MAXINSNS,
-                     ": use fewer rules"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "seccomp: the filter compiles to ", size / sizeof(sock_filter),
+        " instructions, over the kernel's limit of ", BPF_MAXINSNS, ": use fewer rules"));
   }
   std::vector<sock_filter> program(static_cast<size_t>(size) / sizeof(sock_filter));
   size_t done = 0;
@@ -149,9 +151,9 @@ absl::StatusOr<std::shared_ptr<const SeccompProgram>> CompileSeccomp(const v1::L
   }
   FilterContext ctx(seccomp_init(default_action));
   if (ctx.get() == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "seccomp: libseccomp refused default action ", spec.default_action(),
-        " (not supported by this kernel?)"));
+    return absl::InvalidArgumentError(absl::StrCat("seccomp: libseccomp refused default action ",
+                                                   spec.default_action(),
+                                                   " (not supported by this kernel?)"));
   }
   // The filter is exported, never loaded by libseccomp: no attributes needed for loading.
   for (const std::string& arch : spec.architectures()) {
@@ -163,9 +165,8 @@ absl::StatusOr<std::shared_ptr<const SeccompProgram>> CompileSeccomp(const v1::L
   for (int i = 0; i < spec.syscalls_size(); ++i) {
     const v1::LinuxSyscall& rule = spec.syscalls(i);
     std::string field = absl::StrCat("syscalls[", i, "]");
-    VESSEL_ASSIGN_OR_RETURN(uint32_t action,
-                            ParseAction(field, rule.action(), rule.has_errno_ret(),
-                                        rule.errno_ret()));
+    VESSEL_ASSIGN_OR_RETURN(
+        uint32_t action, ParseAction(field, rule.action(), rule.has_errno_ret(), rule.errno_ret()));
     if (rule.args_size() > 6) {
       return absl::InvalidArgumentError(
           absl::StrCat("seccomp ", field, ": ", rule.args_size(), " args (at most 6)"));
@@ -194,10 +195,9 @@ absl::StatusOr<std::shared_ptr<const SeccompProgram>> CompileSeccomp(const v1::L
       auto add = [&](unsigned int count, const scmp_arg_cmp* cmp) -> absl::Status {
         int rc = seccomp_rule_add_array(ctx.get(), action, nr, count, cmp);
         if (rc != 0) {
-          return LibseccompError(
-              absl::StrCat("add the rule for '", name, "' (", field, ", action ", rule.action(),
-                           ")"),
-              rc);
+          return LibseccompError(absl::StrCat("add the rule for '", name, "' (", field, ", action ",
+                                              rule.action(), ")"),
+                                 rc);
         }
         return absl::OkStatus();
       };

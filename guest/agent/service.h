@@ -1,13 +1,12 @@
-// vessel.agent.v1.Agent on a ttrpc server: which handler runs where. Calls that may block
-// (clone, mounts, waiting for a child's report) run on `pool`; WaitProcess and GetOOMEvent are
-// asynchronous (answered by the reaper or the OOM watcher, no thread per waiter); the rest
-// answer on the io thread.
+// vessel.agent.v1.Agent on a ttrpc server: which handler runs where. Calls that
+// may block (clone, mounts, waiting for a child's report) run on `pool`;
+// WaitProcess and GetOOMEvent are asynchronous (answered by the reaper or the
+// OOM watcher, no thread per waiter); the rest answer on the io thread.
 #ifndef VESSEL_GUEST_AGENT_SERVICE_H_
 #define VESSEL_GUEST_AGENT_SERVICE_H_
 
-#include <cstdint>
-
 #include <boost/asio/thread_pool.hpp>
+#include <cstdint>
 
 #include "absl/status/status.h"
 #include "guest/agent/agent.h"
@@ -18,10 +17,11 @@ namespace vessel::agent {
 inline constexpr char kAgentService[] = "vessel.agent.v1.Agent";
 inline constexpr char kAgentVersion[] = VESSEL_AGENT_VERSION;
 
-// Resident memory of this process from /proc/self/statm, in bytes (zeros if it cannot be read).
+// Resident memory of this process in bytes, from /proc/self/smaps_rollup (statm
+// without it); zeros if neither can be read.
 struct AgentRss {
-  uint64_t total = 0;  // VmRSS
-  uint64_t file = 0;   // file-backed and shared pages ("shared")
+  uint64_t total = 0;  // Rss
+  uint64_t file = 0;   // Rss - Anonymous: the binary's mapped pages (and shmem)
 };
 AgentRss ReadAgentRss();
 

@@ -220,7 +220,8 @@ void CloseAllExcept(int a, int b) {
   if (req.seccomp != nullptr && !p.no_new_privileges) {
     // Without no_new_privileges seccomp(2) needs CAP_SYS_ADMIN: before the capabilities go.
     int err = InstallSeccomp(*req.seccomp);
-    if (err != 0) ChildFail(report_fd, err, "install the seccomp filter (before dropping privileges)");
+    if (err != 0)
+      ChildFail(report_fd, err, "install the seccomp filter (before dropping privileges)");
   }
   for (int cap = 0; cap <= 63; ++cap) {
     if ((p.bounding & (uint64_t{1} << cap)) == 0 && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 &&

@@ -132,16 +132,18 @@ TEST(AgentGuestE2e, DefaultGuestRunsAContainerFromTheShare) {
       call("Version", v1::VersionRequest(), v1::VersionResponse());
   ASSERT_TRUE(version.ok()) << version.status();
   EXPECT_EQ(version->protocol_version(), static_cast<uint32_t>(v1::PROTOCOL_VERSION_CURRENT));
-  absl::StatusOr<v1::HealthResponse> idle = call("Health", v1::HealthRequest(), v1::HealthResponse());
+  absl::StatusOr<v1::HealthResponse> idle =
+      call("Health", v1::HealthRequest(), v1::HealthResponse());
   ASSERT_TRUE(idle.ok()) << idle.status();
   EXPECT_GT(idle->agent_rss_bytes(), 0u);
   std::printf("# bench: platform=guest-on-kvm (see ../shared/platform.md for kvm_pvm)\n");
-  std::printf("# bench: agent RSS idle in the guest: %llu KiB (file-backed %llu KiB, anonymous "
-              "%llu KiB)\n",
-              static_cast<unsigned long long>(idle->agent_rss_bytes() / 1024),
-              static_cast<unsigned long long>(idle->agent_rss_file_bytes() / 1024),
-              static_cast<unsigned long long>(
-                  (idle->agent_rss_bytes() - idle->agent_rss_file_bytes()) / 1024));
+  std::printf(
+      "# bench: agent RSS idle in the guest: %llu KiB (file-backed %llu KiB, anonymous "
+      "%llu KiB)\n",
+      static_cast<unsigned long long>(idle->agent_rss_bytes() / 1024),
+      static_cast<unsigned long long>(idle->agent_rss_file_bytes() / 1024),
+      static_cast<unsigned long long>((idle->agent_rss_bytes() - idle->agent_rss_file_bytes()) /
+                                      1024));
 
   v1::CreateSandboxRequest sandbox;
   sandbox.set_sandbox_id("sb");
@@ -200,6 +202,9 @@ TEST(AgentGuestE2e, DefaultGuestRunsAContainerFromTheShare) {
   v1::Mount* cg = req.add_mounts();
   cg->set_destination("/sys/fs/cgroup");
   cg->set_type("cgroup2");
+  v1::Mount* mqueue = req.add_mounts();  // the kernel's POSIX_MQUEUE
+  mqueue->set_destination("/dev/mqueue");
+  mqueue->set_type("mqueue");
   v1::Mount* resolv = req.add_mounts();
   resolv->set_destination("/etc/resolv.conf");
   resolv->set_type("bind");
@@ -215,11 +220,14 @@ TEST(AgentGuestE2e, DefaultGuestRunsAContainerFromTheShare) {
   req.mutable_process()->add_args("sh");
   req.mutable_process()->add_args("-c");
   req.mutable_process()->add_args(
-      "echo $(hostname) $$; cat /sys/fs/cgroup/memory.max; cat /etc/resolv.conf; "
+      "echo $(hostname) $$; cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max; "
+      "cat /etc/resolv.conf; "
       "ip -o link show pod0; ip -o addr show pod0; ip route; mkdir /tmp/x 2>&1; exit 3");
   req.mutable_process()->add_env("PATH=/bin");
   req.mutable_process()->set_no_new_privileges(true);
   req.mutable_resources()->set_memory_limit(64 << 20);
+  req.mutable_resources()->set_cpu_quota(50000);  // the kernel's CFS_BANDWIDTH
+  req.mutable_resources()->set_cpu_period(100000);
   req.mutable_stdio()->set_stdout_port(5000);
   auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<v1::CreateContainerResponse> created =
@@ -230,14 +238,14 @@ TEST(AgentGuestE2e, DefaultGuestRunsAContainerFromTheShare) {
   start.set_container_id("c1");
   ASSERT_TRUE(call("StartContainer", start, Empty()).ok());
   auto t2 = std::chrono::steady_clock::now();
-  auto ms = [](auto d) {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
-  };
-  std::printf("# bench: guest CreateContainer %lld ms, StartContainer (until execve) %lld ms, "
-              "create->running %lld ms (software-emulated guest kernel: not a product number)\n",
-              static_cast<long long>(ms(t1 - t0)), static_cast<long long>(ms(t2 - t1)),
-              static_cast<long long>(ms(t2 - t0)));
-  absl::StatusOr<v1::HealthResponse> busy = call("Health", v1::HealthRequest(), v1::HealthResponse());
+  auto ms = [](auto d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+  std::printf(
+      "# bench: guest CreateContainer %lld ms, StartContainer (until execve) %lld ms, "
+      "create->running %lld ms (software-emulated guest kernel: not a product number)\n",
+      static_cast<long long>(ms(t1 - t0)), static_cast<long long>(ms(t2 - t1)),
+      static_cast<long long>(ms(t2 - t0)));
+  absl::StatusOr<v1::HealthResponse> busy =
+      call("Health", v1::HealthRequest(), v1::HealthResponse());
   if (busy.ok()) {
     std::printf("# bench: agent RSS in the guest with 1 container: %llu KiB\n",
                 static_cast<unsigned long long>(busy->agent_rss_bytes() / 1024));
@@ -249,7 +257,9 @@ TEST(AgentGuestE2e, DefaultGuestRunsAContainerFromTheShare) {
   ASSERT_TRUE(waited.ok()) << waited.status();
   EXPECT_EQ(waited->exit_status(), 3u);
   reader.join();  // EOF: the container and every copy of its stdout are gone
-  EXPECT_THAT(out, ::testing::StartsWith("guest-sb 1\n67108864\nnameserver 10.77.0.1\nsearch e2e.test\n"));
+  EXPECT_THAT(
+      out, ::testing::StartsWith("guest-sb 1\n67108864\n50000 100000\n"
+                                        "nameserver 10.77.0.1\nsearch e2e.test\n"));
   EXPECT_THAT(out, HasSubstr("mtu 1400"));
   EXPECT_THAT(out, HasSubstr("inet 10.77.0.2/24"));
   EXPECT_THAT(out, HasSubstr("default via 10.77.0.1 dev pod0"));

@@ -984,7 +984,8 @@ TEST_F(AgentNetworkTest, InterfacesRoutesAndDns) {
   EXPECT_THAT(status.message(), HasSubstr("route 10.0.0.0/33"));
   req.clear_routes();
 
-  for (const char* line : {"nameserver 10.96.0.10", "search default.svc.cluster.local", "options ndots:5"})
+  for (const char* line :
+       {"nameserver 10.96.0.10", "search default.svc.cluster.local", "options ndots:5"})
     req.add_dns(line);
   v1::Interface* eth = req.add_interfaces();
   eth->set_name("eth7");
