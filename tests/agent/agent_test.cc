@@ -880,6 +880,32 @@ TEST_F(AgentTest, SeccompKillProcessAction) {
   EXPECT_EQ(out, "before\n");
 }
 
+TEST_F(AgentTest, SeccompArgumentConditions) {
+  // kill(2) is denied for signal 0 and SIGCONT (two conditions on one argument: either), other
+  // signals pass. ash's kill is a builtin: the shell itself makes the call.
+  v1::CreateContainerRequest spec =
+      Spec("a",
+           {"sh", "-c",
+            "kill -0 $$ 2>/dev/null; echo zero=$?; kill -s CONT $$ 2>/dev/null; echo cont=$?; "
+            "kill -s WINCH $$; echo winch=$?"},
+           1330);
+  v1::LinuxSeccomp* seccomp = spec.mutable_seccomp();
+  seccomp->set_default_action("SCMP_ACT_ALLOW");
+  v1::LinuxSyscall* rule = seccomp->add_syscalls();
+  rule->add_names("kill");
+  rule->set_action("SCMP_ACT_ERRNO");
+  for (uint64_t sig : {uint64_t{0}, uint64_t{SIGCONT}}) {
+    v1::LinuxSeccompArg* arg = rule->add_args();
+    arg->set_index(1);
+    arg->set_value(sig);
+    arg->set_op("SCMP_CMP_EQ");
+  }
+  spec.mutable_process()->set_no_new_privileges(true);
+  auto [status, out] = RunToExit(spec, 1330);
+  EXPECT_EQ(status, 0u);
+  EXPECT_EQ(out, "zero=1\ncont=1\nwinch=0\n");
+}
+
 TEST_F(AgentTest, InvalidSeccompIsRejectedAtOnce) {
   struct Case {
     std::function<void(v1::LinuxSeccomp&)> edit;
