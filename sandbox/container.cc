@@ -201,15 +201,15 @@ void ContainerImpl::Reap(ProcessState* process) {
       }
     }
   }
-  std::vector<std::pair<boost::asio::any_io_executor, std::function<void(absl::StatusOr<uint32_t>)>>> waiters;
   {
     std::lock_guard<std::mutex> lock(mu_);
     process->exit = result;
-    waiters.swap(process->async_waiters);
+    // Posted before Wait() can return, so a caller that saw the exit finds the handler queued.
+    for (auto& [executor, done] : process->async_waiters) {
+      boost::asio::post(executor, [done = std::move(done), result]() mutable { done(result); });
+    }
+    process->async_waiters.clear();
     cv_.notify_all();
-  }
-  for (auto& [executor, done] : waiters) {
-    boost::asio::post(executor, [done = std::move(done), result]() mutable { done(result); });
   }
   if (r.ok() && sandbox_->events().on_exit) sandbox_->events().on_exit(id_, process->exec_id, *result);
 }

@@ -167,8 +167,18 @@ absl::Status SandboxImpl::Boot() {
   storage->set_mount_point(kGuestShareDir);
   for (const std::string& line : config_.dns) req.add_dns(line);
   if (pod.has_value()) {
-    *req.add_interfaces() = pod->interface;
-    for (const v1::Route& r : pod->routes) *req.add_routes() = r;
+    // The guest kernel is built without IPv6 (guest/kernel/vessel.config): pass IPv4 only.
+    auto is_v6 = [](const std::string& a) { return a.find(':') != std::string::npos; };
+    v1::Interface* itf = req.add_interfaces();
+    *itf = pod->interface;
+    itf->clear_addresses();
+    for (const v1::IPAddress& a : pod->interface.addresses()) {
+      if (!is_v6(a.address())) *itf->add_addresses() = a;
+    }
+    for (const v1::Route& r : pod->routes) {
+      if (is_v6(r.destination()) || is_v6(r.gateway()) || is_v6(r.source())) continue;
+      *req.add_routes() = r;
+    }
   }
   VESSEL_RETURN_IF_ERROR(agent_->CallEmpty("CreateSandbox", req, absl::Minutes(2)));
   timeline_.sandbox_ready = Clock::now() - t2;
@@ -274,17 +284,30 @@ absl::Status SandboxImpl::Stop(std::chrono::milliseconds deadline) {
   }
   stopping_ = true;
   const Clock::time_point end = Clock::now() + deadline;
-  if (agent_alive() && !VmEnded().has_value()) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now());
-    v1::DestroySandboxRequest req;
-    req.set_sandbox_id(config_.id);
-    absl::Status s = agent_->CallEmpty("DestroySandbox", req,
-                                       absl::FromChrono(std::max(left, std::chrono::milliseconds(100))));
-    if (!s.ok()) LogWarning("sandbox ", config_.id, ": ", s.message(), "; stopping the VM");
-  }
   if (machine_ != nullptr) {
+    // The agent ends every container and powers the VM off; its answer may or may not make it
+    // out before the power goes, so wait for whichever comes first: the answer or the VM's end.
+    auto answered = std::make_shared<bool>(false);
+    if (agent_alive() && !VmEnded().has_value()) {
+      v1::DestroySandboxRequest req;
+      req.set_sandbox_id(config_.id);
+      ttrpc::CallOptions options;
+      options.timeout = absl::FromChrono(deadline);
+      ttrpc::StartTypedCall<google::protobuf::Empty>(
+          agent_->raw(), kAgentService, "DestroySandbox", req, options,
+          [this, answered](absl::StatusOr<google::protobuf::Empty> r) {
+            if (!r.ok()) LogInfo("sandbox ", config_.id, ": DestroySandbox: ", r.status().message());
+            std::lock_guard<std::mutex> lock(vm_mu_);
+            *answered = true;
+            vm_cv_.notify_all();
+          });
+    }
     std::unique_lock<std::mutex> lock(vm_mu_);
-    if (!vm_cv_.wait_until(lock, end, [&] { return vm_exit_.has_value(); })) {
+    vm_cv_.wait_until(lock, end, [&] { return vm_exit_.has_value() || *answered; });
+    // Answered: the power-off follows within moments.
+    vm_cv_.wait_until(lock, std::min(end, Clock::now() + std::chrono::seconds(5)),
+                      [&] { return vm_exit_.has_value(); });
+    if (!vm_exit_.has_value()) {
       lock.unlock();
       LogInfo("sandbox ", config_.id, ": the VM did not power off in time; stopping it");
       machine_->Stop();

@@ -194,6 +194,7 @@ void StdioStream::PumpOutput() {
       sink_ok = false;
     }
   }
+  output_.reset();  // the caller's reader sees EOF once every copy of its fd is closed
   FinishOutput();
 }
 
