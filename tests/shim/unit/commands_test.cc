@@ -1,0 +1,185 @@
+#include "shim/commands.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <google/protobuf/empty.pb.h>
+#include <gtest/gtest.h>
+
+#include "containerd/task/v2/shim.pb.h"
+#include "rpc/ttrpc/client.h"
+#include "rpc/ttrpc/io_thread.h"
+#include "rpc/ttrpc/typed.h"
+#include "shim/address.h"
+#include "shim/task_service.h"
+
+namespace vessel::shim {
+namespace {
+
+namespace task = containerd::task::v2;
+
+TEST(ParseFlagsTest, ContainerdStartLine) {
+  absl::StatusOr<ShimFlags> f = ParseFlags({"-namespace", "default", "-address", "/run/containerd/containerd.sock",
+                                            "-publish-binary", "/usr/bin/containerd", "-id", "c1", "-debug", "start"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->ns, "default");
+  EXPECT_EQ(f->address, "/run/containerd/containerd.sock");
+  EXPECT_EQ(f->publish_binary, "/usr/bin/containerd");
+  EXPECT_EQ(f->id, "c1");
+  EXPECT_TRUE(f->debug);
+  EXPECT_EQ(f->action, "start");
+}
+
+TEST(ParseFlagsTest, DeleteAndServeAndVersion) {
+  absl::StatusOr<ShimFlags> f =
+      ParseFlags({"-namespace=k8s.io", "--address", "/a.sock", "-id", "c1", "-bundle", "/b/c1", "delete"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->ns, "k8s.io");
+  EXPECT_EQ(f->bundle, "/b/c1");
+  EXPECT_EQ(f->action, "delete");
+  f = ParseFlags({"-namespace", "default", "-id", "c1", "-address", "/a.sock"});
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->action, "");
+  f = ParseFlags({"-v"});
+  ASSERT_TRUE(f.ok());
+  EXPECT_TRUE(f->version);
+}
+
+TEST(ParseFlagsTest, Rejects) {
+  EXPECT_EQ(ParseFlags({"-bogus", "x"}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseFlags({"-id"}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseFlags({"-id", "c1", "explode"}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseFlags({"-debug=maybe"}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(DeleteResponseTest, KilledNow) {
+  absl::Time now = absl::FromUnixSeconds(1763950000);
+  task::DeleteResponse r;
+  ASSERT_TRUE(r.ParseFromString(DeleteResponseBytes(42, now)));
+  EXPECT_EQ(r.pid(), 42u);
+  EXPECT_EQ(r.exit_status(), 137u);  // 128 + SIGKILL, as runc's shim reports a dead shim's task
+  EXPECT_EQ(r.exited_at().seconds(), 1763950000);
+}
+
+TEST(MountsUnderTest, DeepestFirstWithEscapes) {
+  std::string info =
+      "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+      "40 22 0:40 / /run/vessel/sandboxes/p1/shared/c1/rootfs rw - overlay overlay rw\n"
+      "41 40 0:41 / /run/vessel/sandboxes/p1/shared/c1/mounts/0 rw - bind x rw\n"
+      "42 22 0:42 / /run/vessel/sandboxes/p1/shared/my\\040dir rw - tmpfs t rw\n"
+      "43 22 0:43 / /run/vessel/sandboxes/p10 rw - tmpfs t rw\n";
+  std::vector<std::string> m = MountsUnder("/run/vessel/sandboxes/p1", info);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[0], "/run/vessel/sandboxes/p1/shared/c1/mounts/0");
+  EXPECT_EQ(m[1], "/run/vessel/sandboxes/p1/shared/c1/rootfs");
+  EXPECT_EQ(m[2], "/run/vessel/sandboxes/p1/shared/my dir");
+}
+
+// The binary itself: `start` spawns the serving process (no VM until a Create), which answers on
+// containerd's socket name; a grouped container gets the same address; Shutdown ends it; `delete`
+// prints a DeleteResponse. Needs root (the socket lives in /run/containerd/s).
+class ShimBinaryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (/run/containerd/s)";
+    char tmpl[] = "/tmp/vessel-shim-bin-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    // A containerd address unique to this run: its hash names the socket.
+    containerd_address_ = dir_ + "/containerd.sock";
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+  std::string MakeBundle(const std::string& id, const nlohmann::json& annotations) {
+    std::string b = dir_ + "/" + id;
+    std::filesystem::create_directories(b);
+    nlohmann::json spec = {{"ociVersion", "1.0.2"}, {"process", {{"args", {"/bin/true"}}}}};
+    if (!annotations.is_null()) spec["annotations"] = annotations;
+    std::ofstream(b + "/config.json") << spec.dump();
+    return b;
+  }
+  // Runs the binary in `cwd`; returns its stdout and exit code.
+  std::pair<std::string, int> Run(const std::string& cwd, const std::string& args) {
+    std::string cmd = "cd '" + cwd + "' && env -u TTRPC_ADDRESS " + std::string(VESSEL_SHIM_BINARY) + " " + args +
+                      " </dev/null";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+    int st = ::pclose(p);
+    return {out, WIFEXITED(st) ? WEXITSTATUS(st) : -1};
+  }
+  std::string dir_;
+  std::string containerd_address_;
+};
+
+TEST_F(ShimBinaryTest, StartServeGroupShutdownDelete) {
+  std::string b1 = MakeBundle("c1", nullptr);
+  std::string flags = "-namespace vessel-test -address " + containerd_address_ + " -publish-binary /bin/false";
+  auto [address, rc] = Run(b1, flags + " -id c1 start");
+  ASSERT_EQ(rc, 0) << address;
+  EXPECT_EQ(address, *SocketAddress(containerd_address_, "vessel-test", "c1"));
+  std::ifstream in(b1 + "/address");
+  std::string written((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(written, address);
+
+  // A CRI container of pod c1 is served by the same shim.
+  std::string b2 = MakeBundle("app", {{"io.kubernetes.cri.container-type", "container"},
+                                      {"io.kubernetes.cri.sandbox-id", "c1"}});
+  auto [address2, rc2] = Run(b2, flags + " -id app start");
+  ASSERT_EQ(rc2, 0);
+  EXPECT_EQ(address2, address);
+
+  absl::StatusOr<std::string> path = SocketPath(address);
+  ASSERT_TRUE(path.ok());
+  ttrpc::IoThread io;
+  absl::StatusOr<std::shared_ptr<ttrpc::Client>> client = ttrpc::Client::ConnectUnix(io.io(), *path);
+  ASSERT_TRUE(client.ok()) << client.status();
+  task::ConnectRequest cr;
+  cr.set_id("c1");
+  absl::StatusOr<task::ConnectResponse> c =
+      ttrpc::CallTyped<task::ConnectResponse>(**client, kTaskService, "Connect", cr);
+  ASSERT_TRUE(c.ok()) << c.status();
+  pid_t shim_pid = static_cast<pid_t>(c->shim_pid());
+  EXPECT_NE(shim_pid, ::getpid());
+  EXPECT_EQ(::getsid(shim_pid), shim_pid);  // its own session: detached from containerd
+  task::StateRequest sr;
+  sr.set_id("c1");
+  EXPECT_EQ(ttrpc::CallTyped<task::StateResponse>(**client, kTaskService, "State", sr).status().code(),
+            absl::StatusCode::kNotFound);
+  task::ShutdownRequest shut;
+  shut.set_id("c1");
+  (void)ttrpc::CallTyped<google::protobuf::Empty>(**client, kTaskService, "Shutdown", shut);
+  for (int i = 0; i < 100 && ::kill(shim_pid, 0) == 0; ++i) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_NE(::kill(shim_pid, 0), 0) << "the shim did not exit after Shutdown";
+  EXPECT_FALSE(std::filesystem::exists(*path));
+
+  auto [bytes, rc3] = Run(b1, flags + " -id c1 -bundle " + b1 + " delete");
+  ASSERT_EQ(rc3, 0);
+  task::DeleteResponse d;
+  ASSERT_TRUE(d.ParseFromString(bytes));
+  EXPECT_EQ(d.exit_status(), 137u);
+  EXPECT_GT(d.exited_at().seconds(), 0);
+
+  auto [version, rc4] = Run(b1, "-v");
+  EXPECT_EQ(rc4, 0);
+  EXPECT_NE(version.find("Version"), std::string::npos);
+}
+
+TEST_F(ShimBinaryTest, StartWithoutConfigJsonFails) {
+  std::string b = dir_ + "/empty";
+  std::filesystem::create_directories(b);
+  auto [out, rc] = Run(b, "-namespace vessel-test -address " + containerd_address_ + " -id x start");
+  EXPECT_NE(rc, 0);
+}
+
+}  // namespace
+}  // namespace vessel::shim
