@@ -358,7 +358,8 @@ void Machine::HandleIo(kvm_run* run) {
       if (!handled) std::memset(data, 0xff, size);
     }
     if (!handled && unhandled_io_log_.Allow()) {
-      LogWarning(absl::StrFormat("guest %s unhandled I/O port %#x (size %d); ignored (%d so far)",
+      // Linux probes absent legacy ports (PCI config 0xcf8, DMA page 0x87): information, not a fault.
+      LogInfo(absl::StrFormat("guest %s unhandled I/O port %#x (size %d); ignored (%d so far)",
                                  run->io.direction == KVM_EXIT_IO_OUT ? "wrote" : "read",
                                  run->io.port, size, unhandled_io_log_.count()));
     }
