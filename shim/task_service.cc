@@ -87,6 +87,19 @@ absl::StatusOr<std::string> NetnsPathFromSpec(const nlohmann::json& spec) {
   return std::string();
 }
 
+absl::StatusOr<std::string> RootPathFromSpec(const nlohmann::json& spec, const std::string& bundle) {
+  std::string path = "rootfs";
+  if (auto root = spec.find("root"); root != spec.end() && root->is_object()) {
+    if (auto p = root->find("path"); p != root->end()) {
+      if (!p->is_string() || p->get<std::string>().empty()) {
+        return absl::InvalidArgumentError("config.json: root.path must be a non-empty string");
+      }
+      path = p->get<std::string>();
+    }
+  }
+  return path.front() == '/' ? path : absl::StrCat(bundle, "/", path);
+}
+
 TaskService::TaskService(TaskServiceOptions options) : options_(std::move(options)) {}
 
 TaskService::~TaskService() { Teardown(); }
@@ -211,7 +224,15 @@ absl::StatusOr<task::CreateTaskResponse> TaskService::Create(const task::CreateT
   sandbox::ContainerConfig cc;
   cc.id = id;
   cc.spec = std::move(*spec);
-  cc.rootfs_dir = t.rootfs;
+  // With mounts the rootfs is what we mounted; without (`ctr run --rootfs DIR`) it is the spec's
+  // root.path, relative to the bundle, as runc reads it.
+  if (req.rootfs_size() > 0) {
+    cc.rootfs_dir = t.rootfs;
+  } else {
+    absl::StatusOr<std::string> root = RootPathFromSpec(cc.spec, t.bundle);
+    if (!root.ok()) return ForContainerd(root.status(), absl::StrCat("task ", id));
+    cc.rootfs_dir = *root;
+  }
   cc.stdio = {io->in.get(), io->out.get(), io->err.get(), req.terminal()};
   absl::StatusOr<uint32_t> pid = (*pod)->CreateContainer(std::move(cc));
   if (!pid.ok()) return ForContainerd(pid.status(), absl::StrCat("create task ", id));

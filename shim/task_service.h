@@ -52,6 +52,10 @@ absl::Status ForContainerd(const absl::Status& status, absl::string_view what);
 // InvalidArgument for a relative path.
 absl::StatusOr<std::string> NetnsPathFromSpec(const nlohmann::json& spec);
 
+// The container's root directory without rootfs mounts: the spec's root.path, relative to the
+// bundle unless absolute ("rootfs" when absent).
+absl::StatusOr<std::string> RootPathFromSpec(const nlohmann::json& spec, const std::string& bundle);
+
 class TaskService {
  public:
   using WaitReply = std::function<void(const absl::StatusOr<containerd::task::v2::WaitResponse>&)>;

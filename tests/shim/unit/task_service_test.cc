@@ -592,6 +592,28 @@ TEST(ForContainerdTest, Mapping) {
   EXPECT_EQ(ForContainerd(absl::UnavailableError("x"), "y").code(), absl::StatusCode::kUnavailable);
 }
 
+TEST(RootPathTest, FromSpec) {
+  EXPECT_EQ(*RootPathFromSpec(nlohmann::json::object(), "/b"), "/b/rootfs");
+  EXPECT_EQ(*RootPathFromSpec({{"root", {{"path", "rootfs"}}}}, "/b"), "/b/rootfs");
+  EXPECT_EQ(*RootPathFromSpec({{"root", {{"path", "/srv/busybox"}}}}, "/b"), "/srv/busybox");
+  EXPECT_EQ(RootPathFromSpec({{"root", {{"path", 3}}}}, "/b").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// `ctr run --rootfs DIR`: no mounts, root.path = DIR; the container runs on DIR itself.
+TEST_F(TaskServiceTest, RootfsDirWithoutMounts) {
+  std::string b = Bundle("c1");
+  std::string own = dir_ + "/own-rootfs";
+  std::filesystem::create_directories(own);
+  nlohmann::json spec = sandbox::DefaultOciSpec({"/bin/true"});
+  spec["root"]["path"] = own;
+  std::ofstream(b + "/config.json") << spec.dump();
+  task::CreateTaskRequest req;
+  req.set_id("c1");
+  req.set_bundle(b);
+  ASSERT_TRUE(service_->Create(req).ok());
+  EXPECT_EQ(fake_->containers["c1"].rootfs_dir, own);
+}
+
 TEST(NetnsPathTest, FromSpec) {
   EXPECT_EQ(*NetnsPathFromSpec(nlohmann::json::object()), "");
   nlohmann::json spec = {{"linux", {{"namespaces", {{{"type", "pid"}}, {{"type", "network"}}}}}}};
