@@ -16,6 +16,7 @@ packages=(
   linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils
   busybox-static e2fsprogs qemu-system-x86 device-tree-compiler g++-aarch64-linux-gnu
   golang-go golang-github-containerd-ttrpc-dev golang-github-containerd-containerd-dev iproute2 libseccomp-dev containerd runc
+  python3-matplotlib
 )
 missing=()
 for p in "${packages[@]}"; do
