@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <utility>
 
@@ -98,6 +99,38 @@ absl::StatusOr<std::string> RootPathFromSpec(const nlohmann::json& spec, const s
     }
   }
   return path.front() == '/' ? path : absl::StrCat(bundle, "/", path);
+}
+
+io::containerd::cgroups::v2::Metrics MetricsFromAgent(const agent::v1::StatsContainerResponse& stats) {
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  io::containerd::cgroups::v2::Metrics m;
+  m.mutable_pids()->set_current(stats.pids().current());
+  m.mutable_pids()->set_limit(stats.pids().limit() == 0 ? kMax : stats.pids().limit());
+  auto* cpu = m.mutable_cpu();
+  cpu->set_usage_usec(stats.cpu().usage_usec());
+  cpu->set_user_usec(stats.cpu().user_usec());
+  cpu->set_system_usec(stats.cpu().system_usec());
+  cpu->set_nr_periods(stats.cpu().nr_periods());
+  cpu->set_nr_throttled(stats.cpu().nr_throttled());
+  cpu->set_throttled_usec(stats.cpu().throttled_usec());
+  auto* mem = m.mutable_memory();
+  mem->set_anon(stats.memory().anon_bytes());
+  mem->set_file(stats.memory().file_bytes());
+  mem->set_usage(stats.memory().usage_bytes());
+  mem->set_usage_limit(stats.memory().limit_bytes() == 0 ? kMax : stats.memory().limit_bytes());
+  mem->set_swap_usage(stats.memory().swap_usage_bytes());
+  m.mutable_memory_events()->set_oom(stats.memory().oom_events());
+  m.mutable_memory_events()->set_oom_kill(stats.memory().oom_kill_events());
+  for (const agent::v1::IoDeviceStats& d : stats.io()) {
+    auto* e = m.mutable_io()->add_usage();
+    e->set_dev_major(d.dev_major());
+    e->set_dev_minor(d.dev_minor());
+    e->set_rbytes(d.read_bytes());
+    e->set_wbytes(d.write_bytes());
+    e->set_rios(d.read_ios());
+    e->set_wios(d.write_ios());
+  }
+  return m;
 }
 
 TaskService::TaskService(TaskServiceOptions options) : options_(std::move(options)) {}
@@ -647,13 +680,21 @@ absl::StatusOr<Empty> TaskService::Shutdown(const task::ShutdownRequest& /*req*/
 }
 
 absl::StatusOr<task::StatsResponse> TaskService::Stats(const task::StatsRequest& req) {
+  PodBackend* pod = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (tasks_.count(req.id()) == 0) return absl::NotFoundError(absl::StrCat("task ", req.id(), " not found"));
+    auto it = tasks_.find(req.id());
+    if (it == tasks_.end()) return absl::NotFoundError(absl::StrCat("task ", req.id(), " not found"));
+    if (it->second.init.exited) return absl::NotFoundError(absl::StrCat("task ", req.id(), ": process already finished"));
+    pod = pod_.get();
   }
-  return absl::UnimplementedError(
-      "Stats is not supported by vessel yet (the guest's cgroup v2 numbers are not mapped to "
-      "io.containerd.cgroups.v2.Metrics)");
+  absl::StatusOr<agent::v1::StatsContainerResponse> stats = pod->Stats(req.id());
+  if (!stats.ok()) return ForContainerd(stats.status(), absl::StrCat("stats of task ", req.id()));
+  io::containerd::cgroups::v2::Metrics metrics = MetricsFromAgent(*stats);
+  task::StatsResponse resp;
+  resp.mutable_stats()->set_type_url(metrics.GetDescriptor()->full_name());
+  resp.mutable_stats()->set_value(metrics.SerializeAsString());
+  return resp;
 }
 
 absl::StatusOr<Empty> TaskService::Pause(const task::PauseRequest&) { return Unsupported("Pause"); }

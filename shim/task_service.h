@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "containerd/task/v2/shim.pb.h"
+#include "io/containerd/cgroups/v2/metrics.pb.h"
 #include "nlohmann/json.hpp"
 #include "rpc/ttrpc/server.h"
 #include "shim/backend.h"
@@ -51,6 +52,10 @@ absl::Status ForContainerd(const absl::Status& status, absl::string_view what);
 // The OCI spec's network namespace path (linux.namespaces[type=network].path), "" if none.
 // InvalidArgument for a relative path.
 absl::StatusOr<std::string> NetnsPathFromSpec(const nlohmann::json& spec);
+
+// containerd's cgroup v2 Metrics from the agent's numbers ("no limit", 0 in the agent, is
+// math.MaxUint64 as containerd's cgroups package reports "max").
+io::containerd::cgroups::v2::Metrics MetricsFromAgent(const agent::v1::StatsContainerResponse& stats);
 
 // The container's root directory without rootfs mounts: the spec's root.path, relative to the
 // bundle unless absolute ("rootfs" when absent).

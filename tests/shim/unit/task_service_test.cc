@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>
@@ -127,7 +128,11 @@ class FakePod final : public PodBackend {
     return absl::OkStatus();
   }
   absl::StatusOr<agent::v1::StatsContainerResponse> Stats(const std::string&) override {
-    return agent::v1::StatsContainerResponse();
+    agent::v1::StatsContainerResponse r;
+    r.mutable_cpu()->set_usage_usec(1234);
+    r.mutable_memory()->set_usage_bytes(4096);
+    r.mutable_pids()->set_current(3);
+    return r;
   }
   void WatchExit(const std::string& id, const std::string& exec_id,
                  std::function<void(absl::StatusOr<uint32_t>)> done) override {
@@ -375,7 +380,7 @@ TEST_F(TaskServiceTest, ErrorCodesContainerdUnderstands) {
   EXPECT_EQ(service_->Checkpoint(task::CheckpointTaskRequest()).status().code(), absl::StatusCode::kUnimplemented);
   task::StatsRequest st;
   st.set_id("c1");
-  EXPECT_EQ(service_->Stats(st).status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(service_->Stats(st).status().code(), absl::StatusCode::kNotFound);  // exited
   st.set_id("nope");
   EXPECT_EQ(service_->Stats(st).status().code(), absl::StatusCode::kNotFound);
 }
@@ -590,6 +595,43 @@ TEST(ForContainerdTest, Mapping) {
   EXPECT_EQ(s.message(), "resize: no terminal");
   EXPECT_EQ(ForContainerd(absl::InvalidArgumentError("x"), "y").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ForContainerd(absl::UnavailableError("x"), "y").code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(TaskServiceTest, StatsAsCgroupV2Metrics) {
+  ASSERT_TRUE(Create("c1").ok());
+  task::StatsRequest st;
+  st.set_id("c1");
+  absl::StatusOr<task::StatsResponse> r = service_->Stats(st);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stats().type_url(), "io.containerd.cgroups.v2.Metrics");
+  io::containerd::cgroups::v2::Metrics m;
+  ASSERT_TRUE(m.ParseFromString(r->stats().value()));
+  EXPECT_EQ(m.cpu().usage_usec(), 1234u);
+  EXPECT_EQ(m.memory().usage(), 4096u);
+  EXPECT_EQ(m.memory().usage_limit(), std::numeric_limits<uint64_t>::max());  // no limit = "max"
+  EXPECT_EQ(m.pids().current(), 3u);
+}
+
+TEST(MetricsTest, FromAgent) {
+  agent::v1::StatsContainerResponse s;
+  s.mutable_memory()->set_limit_bytes(256 << 20);
+  s.mutable_memory()->set_anon_bytes(10);
+  s.mutable_memory()->set_oom_kill_events(2);
+  s.mutable_pids()->set_limit(100);
+  auto* io = s.add_io();
+  io->set_dev_major(254);
+  io->set_dev_minor(1);
+  io->set_read_bytes(512);
+  io->set_write_ios(7);
+  io::containerd::cgroups::v2::Metrics m = MetricsFromAgent(s);
+  EXPECT_EQ(m.memory().usage_limit(), 256u << 20);
+  EXPECT_EQ(m.memory().anon(), 10u);
+  EXPECT_EQ(m.memory_events().oom_kill(), 2u);
+  EXPECT_EQ(m.pids().limit(), 100u);
+  ASSERT_EQ(m.io().usage_size(), 1);
+  EXPECT_EQ(m.io().usage(0).dev_major(), 254u);
+  EXPECT_EQ(m.io().usage(0).rbytes(), 512u);
+  EXPECT_EQ(m.io().usage(0).wios(), 7u);
 }
 
 TEST(RootPathTest, FromSpec) {
