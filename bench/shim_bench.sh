@@ -33,7 +33,7 @@ time_runs() {
   local rt=$1 n=$2 i t0 t1 rc
   for i in $(seq 1 "$n"); do
     t0=$(now)
-    ctr_ run --rm --runtime "$rt" "$IMAGE" "bench-$i" /bin/true >/dev/null 2>&1 </dev/null; rc=$?
+    ctr_ run --fifo-dir "$CTRD_DIR/fifo" --rm --runtime "$rt" "$IMAGE" "bench-$i" /bin/true >/dev/null 2>&1 </dev/null; rc=$?
     t1=$(now)
     [ "$rc" = 0 ] || { echo "shim_bench: $rt run $i failed (rc $rc); containerd log: $CTRD_LOG" >&2; CTRD_KEEP=1; return 1; }
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'
@@ -70,12 +70,12 @@ largest_mapping() {
   awk '/^[0-9a-f]+-[0-9a-f]+ / { cur = $0 } /^Size:/ { s = $2 } /^Rss:/ { if (s > best) { best = s; rss = $2 } }
        END { printf "%d %d\n", best, rss }' "/proc/$1/smaps"
 }
-ctr_ run -d --runtime io.containerd.runc.v2 "$IMAGE" bench-rss-runc sleep 600 >/dev/null 2>&1 || echo "shim_bench: runc container failed" >&2
+ctr_ run --fifo-dir "$CTRD_DIR/fifo" -d --runtime io.containerd.runc.v2 "$IMAGE" bench-rss-runc sleep 600 >/dev/null 2>&1 || echo "shim_bench: runc container failed" >&2
 sleep 1
 p=$(ctrd_shim_pids containerd-shim-runc-v2 | head -1)
 [ -n "$p" ] && printf 'shim memory  runc    pid %-7s %s\n' "$p" "$(rss_report "$p" runc)"
 t0=$(now)
-if ctr_ run -d --runtime io.containerd.vessel.v2 "$IMAGE" bench-rss-vessel sleep 600 >/dev/null 2>&1; then
+if ctr_ run --fifo-dir "$CTRD_DIR/fifo" -d --runtime io.containerd.vessel.v2 "$IMAGE" bench-rss-vessel sleep 600 >/dev/null 2>&1; then
   t1=$(now)
   sleep 2
   p=$(ctrd_shim_pids containerd-shim-vessel-v2 | head -1)

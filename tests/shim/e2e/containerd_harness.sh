@@ -161,6 +161,8 @@ ctrd_stop() {
     for c in $(CTR_TIMEOUT=30 ctr_ containers ls -q 2>/dev/null); do
       CTR_TIMEOUT=30 ctr_ containers rm "$c" >/dev/null 2>&1
     done
+    # A shim exits by itself once containerd deleted its last task (Shutdown): give it 10 s.
+    for c in $(seq 1 100); do [ -z "$(ctrd_shim_pids)" ] && break; sleep 0.1; done
     kill "$CTRD_PID" 2>/dev/null
     for c in $(seq 1 50); do kill -0 "$CTRD_PID" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$CTRD_PID" 2>/dev/null
@@ -168,7 +170,10 @@ ctrd_stop() {
   fi
   # Shims outlive containerd by design; ours are the ones naming our dir.
   local p
-  for p in $(ctrd_shim_pids); do ctrd_log "killing leftover shim $p"; kill -9 "$p" 2>/dev/null; done
+  for p in $(ctrd_shim_pids); do
+    ctrd_log "killing leftover shim $p ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)): alive 10 s after its tasks were deleted"
+    kill -9 "$p" 2>/dev/null
+  done
   sleep 0.2
   local m
   for m in $(ctrd_mounts | sort -r); do umount -l "$m" 2>/dev/null && ctrd_log "unmounted leftover $m"; done

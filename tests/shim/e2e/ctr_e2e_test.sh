@@ -124,7 +124,9 @@ else
   fail "OCI image built from $ROOTFS and imported" "$(cat "$CTRD_DIR/import.log")"
   echo "Bail out! no image"; exit 1
 fi
-RUN=(run --runtime "$RUNTIME")
+# ctr's FIFOs under our dir, not /run/containerd/fifo (ctr leaves empty directories there).
+RUN=(run --fifo-dir "$CTRD_DIR/fifo" --runtime "$RUNTIME")
+EXEC=(task exec --fifo-dir "$CTRD_DIR/fifo")
 host_boot_id=$(cat /proc/sys/kernel/random/boot_id)
 
 # --- 1. standalone ctr run --rm (vessel: VM boot 1) -------------------------------------------------
@@ -185,8 +187,8 @@ check "ctr task ls shows $APP RUNNING" wait_status "$APP" 10 RUNNING
 DIAG="shim pids: $(ctrd_shim_pids "$shim_name" | tr '\n' ' ')"
 check "pod: $POD and $APP share one $shim_name process" test "$(nshims)" = 1
 
-run_ boot_pod rc1 ctr_ task exec --exec-id boot1 "$POD" cat /proc/sys/kernel/random/boot_id
-run_ boot_app rc2 ctr_ task exec --exec-id boot2 "$APP" cat /proc/sys/kernel/random/boot_id
+run_ boot_pod rc1 ctr_ "${EXEC[@]}" --exec-id boot1 "$POD" cat /proc/sys/kernel/random/boot_id
+run_ boot_app rc2 ctr_ "${EXEC[@]}" --exec-id boot2 "$APP" cat /proc/sys/kernel/random/boot_id
 if [ "$KIND" = vessel ]; then
   DIAG="pod: rc=$rc1 $boot_pod; app: rc=$rc2 $boot_app; host: $host_boot_id"
   check "pod: one VM (both containers see the same guest boot_id, not the host's)" \
@@ -198,18 +200,18 @@ else
   skip "pod: one VM" "runc: containers share the host kernel"
 fi
 
-run_ out rc ctr_ task exec --exec-id e1 "$APP" sh -c 'echo exec-ok'
+run_ out rc ctr_ "${EXEC[@]}" --exec-id e1 "$APP" sh -c 'echo exec-ok'
 DIAG="rc=$rc output: $out"
 check "ctr task exec --exec-id e1 prints exec-ok" test "$rc" = 0 -a "$out" = exec-ok
-run_ out rc ctr_ task exec --exec-id e2 "$APP" sh -c 'echo to-stderr >&2; exit 3'
+run_ out rc ctr_ "${EXEC[@]}" --exec-id e2 "$APP" sh -c 'echo to-stderr >&2; exit 3'
 DIAG="rc=$rc output: $out"
 check "ctr task exec: exit code 3 propagates, stderr arrives" test "$rc" = 3 -a "$out" = to-stderr
 # Same CloseIO race as ctr run: EOF only after the exec surely started (no ctr command shows an exec).
 EXEC_STDIN_HOLD=3; [ "$KIND" = vessel ] && EXEC_STDIN_HOLD=10
-out=$({ printf 'xyz\n'; sleep "$EXEC_STDIN_HOLD"; } | ctr_ task exec --exec-id e3 "$APP" cat 2>&1); rc=$?
+out=$({ printf 'xyz\n'; sleep "$EXEC_STDIN_HOLD"; } | ctr_ "${EXEC[@]}" --exec-id e3 "$APP" cat 2>&1); rc=$?
 DIAG="rc=$rc output: $out"
 check "ctr task exec: stdin reaches the process, EOF ends it" test "$rc" = 0 -a "$out" = xyz
-out=$(script -qec "ctr -a $CTRD_SOCK -n $CTRD_NS task exec -t --exec-id e4 $APP tty" /dev/null </dev/null 2>&1 | tr -d '\r\000'); rc=$?
+out=$(script -qec "ctr -a $CTRD_SOCK -n $CTRD_NS ${EXEC[*]} -t --exec-id e4 $APP tty" /dev/null </dev/null 2>&1 | tr -d '\r\000'); rc=$?
 DIAG="rc=$rc output: $out"
 check "ctr task exec -t gives the process a /dev/pts terminal" eval '[[ "$out" =~ /dev/pts/[0-9]+ ]]'
 
