@@ -158,7 +158,7 @@ absl::StatusOr<TaskService::Proc*> TaskService::FindLocked(const std::string& id
   return &e->second;
 }
 
-absl::StatusOr<PodBackend*> TaskService::EnsurePod(const std::string& container_id, const nlohmann::json& spec,
+absl::StatusOr<std::shared_ptr<PodBackend>> TaskService::EnsurePod(const std::string& container_id, const nlohmann::json& spec,
                                                    const std::string& sandbox_id) {
   std::lock_guard<std::mutex> create_lock(create_mu_);
   {
@@ -170,7 +170,7 @@ absl::StatusOr<PodBackend*> TaskService::EnsurePod(const std::string& container_
             "task ", container_id, " belongs to pod sandbox ", sandbox_id, " but this shim serves sandbox ",
             sandbox_id_, " (check the io.kubernetes.cri.sandbox-id annotation)"));
       }
-      return pod_.get();
+      return pod_;
     }
   }
   sandbox::SandboxConfig config;
@@ -201,7 +201,7 @@ absl::StatusOr<PodBackend*> TaskService::EnsurePod(const std::string& container_
   std::lock_guard<std::mutex> lock(mu_);
   pod_ = std::move(*pod);
   sandbox_id_ = sandbox_id;
-  return pod_.get();
+  return pod_;
 }
 
 absl::StatusOr<task::CreateTaskResponse> TaskService::Create(const task::CreateTaskRequest& req) {
@@ -249,7 +249,7 @@ absl::StatusOr<task::CreateTaskResponse> TaskService::Create(const task::CreateT
     if (t.rootfs_mounted) (void)UnmountAll(t.rootfs);
   };
 
-  absl::StatusOr<PodBackend*> pod = EnsurePod(id, *spec, pod_of->sandbox_id);
+  absl::StatusOr<std::shared_ptr<PodBackend>> pod = EnsurePod(id, *spec, pod_of->sandbox_id);
   if (!pod.ok()) return pod.status();
 
   absl::StatusOr<OpenedStdio> io = OpenStdio(req.stdin(), req.stdout(), req.stderr(), req.terminal());
@@ -301,7 +301,7 @@ absl::StatusOr<task::CreateTaskResponse> TaskService::Create(const task::CreateT
   return resp;
 }
 
-void TaskService::WatchExit(PodBackend* pod, const std::string& id, const std::string& exec_id) {
+void TaskService::WatchExit(const std::shared_ptr<PodBackend>& pod, const std::string& id, const std::string& exec_id) {
   pod->WatchExit(id, exec_id, [this, id, exec_id](absl::StatusOr<uint32_t> status) {
     OnExit(id, exec_id, std::move(status));
   });
@@ -368,7 +368,7 @@ absl::StatusOr<task::StartResponse> TaskService::Start(const task::StartRequest&
   const std::string& id = req.id();
   const std::string& exec_id = req.exec_id();
   std::string who = Who(id, exec_id);
-  PodBackend* pod = nullptr;
+  std::shared_ptr<PodBackend> pod;
   sandbox::ExecConfig exec;
   std::string stdin_path, stdout_path, stderr_path;
   {
@@ -381,8 +381,9 @@ absl::StatusOr<task::StartResponse> TaskService::Start(const task::StartRequest&
     if (!exec_id.empty() && tasks_[id].init.exited) {
       return absl::FailedPreconditionError(absl::StrCat("task ", id, " has exited: cannot start exec ", exec_id));
     }
+    pod = pod_;
+    if (pod == nullptr) return absl::UnavailableError("the shim is shutting down");
     p->starting = true;
-    pod = pod_.get();
     if (!exec_id.empty()) {
       exec.exec_id = exec_id;
       exec.process = p->process_spec;
@@ -450,7 +451,7 @@ absl::StatusOr<task::DeleteResponse> TaskService::Delete(const task::DeleteReque
   const std::string& exec_id = req.exec_id();
   std::string who = Who(id, exec_id);
   task::DeleteResponse resp;
-  PodBackend* pod = nullptr;
+  std::shared_ptr<PodBackend> pod;
   {
     std::lock_guard<std::mutex> lock(mu_);
     VESSEL_ASSIGN_OR_RETURN(Proc * p, FindLocked(id, exec_id));
@@ -469,8 +470,9 @@ absl::StatusOr<task::DeleteResponse> TaskService::Delete(const task::DeleteReque
       for (WaitReply& w : waiters) w(absl::NotFoundError(absl::StrCat(who, " was deleted before it ran")));
       return resp;
     }
+    pod = pod_;
+    if (pod == nullptr) return absl::UnavailableError("the shim is shutting down");
     t.deleting = true;
-    pod = pod_.get();
   }
   absl::Status removed = pod->RemoveContainer(id);  // reports the exits of what it killed first
   if (!removed.ok() && options_.log != nullptr) {
@@ -573,7 +575,7 @@ absl::StatusOr<Empty> TaskService::Kill(const task::KillRequest& req) {
   if (req.signal() == 0 || req.signal() > 64) {
     return absl::InvalidArgumentError(absl::StrCat("kill ", who, ": signal ", req.signal(), " is not 1-64"));
   }
-  PodBackend* pod = nullptr;
+  std::shared_ptr<PodBackend> pod;
   {
     std::lock_guard<std::mutex> lock(mu_);
     VESSEL_ASSIGN_OR_RETURN(Proc * p, FindLocked(req.id(), req.exec_id()));
@@ -581,7 +583,8 @@ absl::StatusOr<Empty> TaskService::Kill(const task::KillRequest& req) {
     if (!req.exec_id().empty() && p->status == types::CREATED && !p->starting) {
       return absl::FailedPreconditionError(absl::StrCat(who, " has not been started"));
     }
-    pod = pod_.get();
+    pod = pod_;
+    if (pod == nullptr) return absl::UnavailableError("the shim is shutting down");
   }
   absl::Status s = pod->Signal(req.id(), req.exec_id(), static_cast<int>(req.signal()), req.all());
   if (!s.ok()) return ForContainerd(s, absl::StrCat("kill ", who));
@@ -621,14 +624,15 @@ absl::StatusOr<task::PidsResponse> TaskService::Pids(const task::PidsRequest& re
 }
 
 absl::StatusOr<Empty> TaskService::CloseIO(const task::CloseIORequest& req) {
-  PodBackend* pod = nullptr;
+  std::shared_ptr<PodBackend> pod;
   bool started = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     VESSEL_ASSIGN_OR_RETURN(Proc * p, FindLocked(req.id(), req.exec_id()));
     started = req.exec_id().empty() || p->status != types::CREATED || p->starting;
     if (p->exited) return Empty();
-    pod = pod_.get();
+    pod = pod_;
+    if (pod == nullptr) return absl::UnavailableError("the shim is shutting down");
   }
   if (!req.stdin() || !started) return Empty();
   absl::Status s = pod->CloseStdin(req.id(), req.exec_id());
@@ -638,7 +642,7 @@ absl::StatusOr<Empty> TaskService::CloseIO(const task::CloseIORequest& req) {
 
 absl::StatusOr<Empty> TaskService::ResizePty(const task::ResizePtyRequest& req) {
   std::string who = Who(req.id(), req.exec_id());
-  PodBackend* pod = nullptr;
+  std::shared_ptr<PodBackend> pod;
   {
     std::lock_guard<std::mutex> lock(mu_);
     VESSEL_ASSIGN_OR_RETURN(Proc * p, FindLocked(req.id(), req.exec_id()));
@@ -647,7 +651,8 @@ absl::StatusOr<Empty> TaskService::ResizePty(const task::ResizePtyRequest& req) 
     if (!req.exec_id().empty() && p->status == types::CREATED) {
       return absl::FailedPreconditionError(absl::StrCat(who, " has not been started"));
     }
-    pod = pod_.get();
+    pod = pod_;
+    if (pod == nullptr) return absl::UnavailableError("the shim is shutting down");
   }
   if (req.width() > 0xffff || req.height() > 0xffff) {
     return absl::InvalidArgumentError(absl::StrCat("resize ", who, ": ", req.width(), "x", req.height(),
@@ -680,13 +685,14 @@ absl::StatusOr<Empty> TaskService::Shutdown(const task::ShutdownRequest& /*req*/
 }
 
 absl::StatusOr<task::StatsResponse> TaskService::Stats(const task::StatsRequest& req) {
-  PodBackend* pod = nullptr;
+  std::shared_ptr<PodBackend> pod;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = tasks_.find(req.id());
     if (it == tasks_.end()) return absl::NotFoundError(absl::StrCat("task ", req.id(), " not found"));
     if (it->second.init.exited) return absl::NotFoundError(absl::StrCat("task ", req.id(), ": process already finished"));
-    pod = pod_.get();
+    pod = pod_;
+    if (pod == nullptr) return absl::UnavailableError("the shim is shutting down");
   }
   absl::StatusOr<agent::v1::StatsContainerResponse> stats = pod->Stats(req.id());
   if (!stats.ok()) return ForContainerd(stats.status(), absl::StrCat("stats of task ", req.id()));
@@ -705,7 +711,7 @@ absl::StatusOr<Empty> TaskService::Checkpoint(const task::CheckpointTaskRequest&
 }
 
 void TaskService::Teardown() {
-  std::unique_ptr<PodBackend> pod;
+  std::shared_ptr<PodBackend> pod;
   std::vector<std::string> rootfs;
   {
     std::lock_guard<std::mutex> create_lock(create_mu_);

@@ -129,16 +129,18 @@ class TaskService {
   // The process, or NotFound naming it.
   absl::StatusOr<Proc*> FindLocked(const std::string& id, const std::string& exec_id);
   void FillState(const Task& task, const Proc& proc, containerd::task::v2::StateResponse* out) const;
-  absl::StatusOr<PodBackend*> EnsurePod(const std::string& container_id, const nlohmann::json& spec,
+  absl::StatusOr<std::shared_ptr<PodBackend>> EnsurePod(const std::string& container_id, const nlohmann::json& spec,
                                         const std::string& sandbox_id);
   void PublishExitLocked(const Task& task, const Proc& proc);
-  void WatchExit(PodBackend* pod, const std::string& id, const std::string& exec_id);
+  void WatchExit(const std::shared_ptr<PodBackend>& pod, const std::string& id, const std::string& exec_id);
 
   const TaskServiceOptions options_;
 
   std::mutex create_mu_;  // serializes the pod's creation
   mutable std::mutex mu_;
-  std::unique_ptr<PodBackend> pod_;  // set once under both locks; reset by Teardown only
+  // Set once under both locks; Teardown stops it and drops it. Handlers hold a reference while
+  // they use it, so a call in flight at teardown fails instead of touching a freed pod.
+  std::shared_ptr<PodBackend> pod_;
   std::string sandbox_id_;           // mu_
   std::map<std::string, Task> tasks_;  // mu_
   std::set<std::string> creating_;     // mu_: ids whose Create is in flight
