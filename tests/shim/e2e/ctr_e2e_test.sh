@@ -9,6 +9,7 @@
 # busybox-static rootfs (no network), and checks, for the same script and both runtimes:
 #   ctr run --rm: echo hello, exit code 7, stdin, a tty, a --rootfs directory;
 #   a detached container: task ls RUNNING, task exec (output, exit code, tty, stdin), task ps,
+#   task pause/resume (PAUSED, RUNNING), task metrics (Stats),
 #   task kill SIGKILL -> STOPPED and exit status 137, task delete, container rm, ctr events in order;
 #   two containers with CRI pod annotations served by one shim process (runc's shim groups them too)
 #   and, for vessel, one VM (same guest boot_id in both, not the host's);
@@ -221,6 +222,17 @@ pids=$(printf '%s\n' "$out" | awk 'NR > 1 && $1 ~ /^[0-9]+$/ { print $1 }')
 DIAG="rc=$rc task ls pid=$app_pid; ctr task ps: $out"
 check "ctr task ps lists the container's pids" test "$rc" = 0 -a -n "$pids"
 check "ctr task ps includes the task's pid from ctr task ls ($app_pid)" eval 'printf "%s\n" "$pids" | grep -qx "$app_pid"'
+
+run_ out rc ctr_ task pause "$APP"
+DIAG="rc=$rc $out; status: $(task_status "$APP")"
+check "ctr task pause; ctr task ls shows $APP PAUSED" eval 'test "$rc" = 0 && wait_status "$APP" 10 PAUSED'
+run_ out rc ctr_ task resume "$APP"
+DIAG="rc=$rc $out; status: $(task_status "$APP")"
+check "ctr task resume; ctr task ls shows $APP RUNNING" eval 'test "$rc" = 0 && wait_status "$APP" 10 RUNNING'
+run_ out rc ctr_ task metrics "$APP"
+DIAG="rc=$rc output: $out"
+check "ctr task metrics (Stats) reports pids.current >= 1" \
+  eval 'test "$rc" = 0 && printf "%s\n" "$out" | awk '"'"'$1 == "pids.current" && $2 >= 1 { f = 1 } END { exit !f }'"'"
 
 run_ out rc ctr_ task kill -s SIGKILL "$APP"
 DIAG="kill rc=$rc $out; status now: $(task_status "$APP")"
