@@ -161,15 +161,20 @@ absl::Status ContainerImpl::Exec(ExecConfig config) {
   req.set_container_id(id_);
   req.set_exec_id(config.exec_id);
   absl::Status s = WireStdio(config.stdio, config.exec_id, *p, req.mutable_stdio());
+  uint32_t pid = 0;
   if (s.ok()) {
     *req.mutable_process() = std::move(proc);
-    s = sandbox_->agent().Call<v1::ExecProcessResponse>("ExecProcess", req, absl::Minutes(2)).status();
+    absl::StatusOr<v1::ExecProcessResponse> r =
+        sandbox_->agent().Call<v1::ExecProcessResponse>("ExecProcess", req, absl::Minutes(2));
+    s = r.status();
+    if (r.ok()) pid = r->pid();
   }
   std::lock_guard<std::mutex> lock(mu_);
   if (!s.ok()) {
     processes_.erase(config.exec_id);  // its streams close with it
     return s;
   }
+  p->pid = pid;
   StartReaper(*p);
   return absl::OkStatus();
 }
@@ -212,6 +217,13 @@ void ContainerImpl::Reap(ProcessState* process) {
     cv_.notify_all();
   }
   if (r.ok() && sandbox_->events().on_exit) sandbox_->events().on_exit(id_, process->exec_id, *result);
+}
+
+uint32_t ContainerImpl::ProcessPid(const std::string& exec_id) {
+  if (exec_id.empty()) return pid_;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = processes_.find(exec_id);
+  return it == processes_.end() ? 0 : it->second->pid;
 }
 
 absl::StatusOr<uint32_t> ContainerImpl::Wait(const std::string& exec_id) {
@@ -350,6 +362,7 @@ Container::Container(std::shared_ptr<ContainerImpl> impl) : impl_(std::move(impl
 Container::~Container() = default;
 const std::string& Container::id() const { return impl_->id(); }
 uint32_t Container::pid() const { return impl_->pid(); }
+uint32_t Container::pid(const std::string& exec_id) const { return impl_->ProcessPid(exec_id); }
 absl::Status Container::Start() { return impl_->Start(); }
 absl::Status Container::Exec(ExecConfig config) { return impl_->Exec(std::move(config)); }
 absl::StatusOr<uint32_t> Container::Wait(const std::string& exec_id) { return impl_->Wait(exec_id); }

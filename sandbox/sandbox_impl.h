@@ -32,6 +32,7 @@ class SandboxImpl;
 // One process of a container (exec_id "" = init): its stdio streams and its exit.
 struct ProcessState {
   std::string exec_id;
+  uint32_t pid = 0;  // guest pid of an exec (the init's is ContainerImpl::pid_)
   std::vector<std::unique_ptr<StdioStream>> streams;
   StdioStream* input = nullptr;  // the stream stdin goes through, if any
   std::thread reaper;            // WaitProcess, then output drain, then the exit event
@@ -49,6 +50,7 @@ class ContainerImpl {
 
   const std::string& id() const { return id_; }
   uint32_t pid() const { return pid_; }
+  uint32_t ProcessPid(const std::string& exec_id);
 
   absl::Status Create(ContainerConfig config);
   absl::Status Start();

@@ -60,6 +60,8 @@ class Container {
   const std::string& id() const;
   // Guest pid of the init process.
   uint32_t pid() const;
+  // Guest pid of a process started with Exec ("" = the init); 0 if there is no such process.
+  uint32_t pid(const std::string& exec_id) const;
 
   // Lets the init process (created stopped) exec the program.
   absl::Status Start();
