@@ -98,7 +98,7 @@ disabled_plugins = [
 EOF
   local path=$PATH
   [ -n "$extra_path" ] && path=$extra_path:$PATH
-  # setsid: a ctest timeout's SIGKILL of the test script must not leave containerd in our group only
+  # setsid: a Ctrl-C at the terminal reaches the script (whose trap stops containerd in order), not containerd
   PATH=$path setsid containerd --config "$CTRD_DIR/config.toml" >"$CTRD_LOG" 2>&1 </dev/null &
   CTRD_PID=$!
   local i
