@@ -23,8 +23,8 @@ class PodBackend {
   // Returns the init's pid; the init is created stopped.
   virtual absl::StatusOr<uint32_t> CreateContainer(sandbox::ContainerConfig config) = 0;
   virtual absl::Status Start(const std::string& container_id) = 0;
-  // Creates and starts the process.
-  virtual absl::Status Exec(const std::string& container_id, sandbox::ExecConfig config) = 0;
+  // Creates and starts the process; returns its pid.
+  virtual absl::StatusOr<uint32_t> Exec(const std::string& container_id, sandbox::ExecConfig config) = 0;
   virtual absl::Status Signal(const std::string& container_id, const std::string& exec_id, int signal,
                               bool all) = 0;
   virtual absl::Status ResizeTty(const std::string& container_id, const std::string& exec_id,

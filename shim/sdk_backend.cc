@@ -26,9 +26,11 @@ class SdkPod final : public PodBackend {
     VESSEL_ASSIGN_OR_RETURN(sandbox::Container* c, Get(id));
     return c->Start();
   }
-  absl::Status Exec(const std::string& id, sandbox::ExecConfig config) override {
+  absl::StatusOr<uint32_t> Exec(const std::string& id, sandbox::ExecConfig config) override {
     VESSEL_ASSIGN_OR_RETURN(sandbox::Container* c, Get(id));
-    return c->Exec(std::move(config));
+    std::string exec_id = config.exec_id;
+    VESSEL_RETURN_IF_ERROR(c->Exec(std::move(config)));
+    return c->pid(exec_id);
   }
   absl::Status Signal(const std::string& id, const std::string& exec_id, int signal, bool all) override {
     VESSEL_ASSIGN_OR_RETURN(sandbox::Container* c, Get(id));

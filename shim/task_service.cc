@@ -394,6 +394,7 @@ absl::StatusOr<task::StartResponse> TaskService::Start(const task::StartRequest&
     }
   }
   absl::Status s;
+  uint32_t pid = 0;
   if (exec_id.empty()) {
     s = pod->Start(id);
   } else {
@@ -404,7 +405,9 @@ absl::StatusOr<task::StartResponse> TaskService::Start(const task::StartRequest&
       exec.stdio.stdin_fd = io->in.get();
       exec.stdio.stdout_fd = io->out.get();
       exec.stdio.stderr_fd = io->err.get();
-      s = pod->Exec(id, std::move(exec));
+      absl::StatusOr<uint32_t> exec_pid = pod->Exec(id, std::move(exec));
+      s = exec_pid.status();
+      if (exec_pid.ok()) pid = *exec_pid;
     }
   }
   task::StartResponse resp;
@@ -422,6 +425,7 @@ absl::StatusOr<task::StartResponse> TaskService::Start(const task::StartRequest&
       }
       return ForContainerd(s, absl::StrCat("start ", who));
     }
+    if (!exec_id.empty()) p->pid = pid;
     if (!p->exited) p->status = types::RUNNING;
     if (exec_id.empty()) {
       events::TaskStart ev;

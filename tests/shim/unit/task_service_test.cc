@@ -100,11 +100,11 @@ class FakePod final : public PodBackend {
     if (exit_now) s_->Exit(id, "", 3u);
     return absl::OkStatus();
   }
-  absl::Status Exec(const std::string& id, sandbox::ExecConfig config) override {
+  absl::StatusOr<uint32_t> Exec(const std::string& id, sandbox::ExecConfig config) override {
     std::lock_guard<std::mutex> lock(s_->mu);
     s_->calls.push_back("exec " + id + " " + config.exec_id + " " + config.process.dump());
     s_->running.insert(FakeState::Key(id, config.exec_id));
-    return absl::OkStatus();
+    return s_->next_pid++;
   }
   absl::Status Signal(const std::string& id, const std::string& exec_id, int signal, bool all) override {
     {
@@ -415,8 +415,14 @@ TEST_F(TaskServiceTest, ExecLifecycle) {
   wr.set_exec_id("e1");
   service_->Wait(wr, [&](const absl::StatusOr<task::WaitResponse>& r) { waited = r; });
 
-  ASSERT_TRUE(Start("c1", "e1").ok());
+  absl::StatusOr<task::StartResponse> exec_started = Start("c1", "e1");
+  ASSERT_TRUE(exec_started.ok());
+  EXPECT_EQ(exec_started->pid(), 101u);
   EXPECT_EQ(State("c1", "e1").status(), types::RUNNING);
+  EXPECT_EQ(State("c1", "e1").pid(), 101u);
+  task::PidsRequest pr;
+  pr.set_id("c1");
+  EXPECT_EQ(service_->Pids(pr)->processes_size(), 2);
   EXPECT_EQ(Delete("c1", "e1").status().code(), absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE(Kill("c1", SIGTERM, "e1").ok());
   ASSERT_TRUE(waited.has_value() && waited->ok());
