@@ -7,11 +7,14 @@
 
 #include <boost/asio/post.hpp>
 
+#include "vmm/seccomp/seccomp.h"
+
 namespace vessel {
 
 EventLoop::EventLoop() : work_(boost::asio::make_work_guard(io_)) {
-  thread_ = std::thread([this] {
+  thread_ = std::thread([this, filter = seccomp::ForNewThread(seccomp::ThreadKind::kEventLoop)] {
     pthread_setname_np(pthread_self(), "vessel-events");
+    filter.Install();
     io_.run();
   });
 }

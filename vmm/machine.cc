@@ -17,6 +17,7 @@
 #include "vmm/base/errors.h"
 #include "vmm/base/file_util.h"
 #include "vmm/base/log.h"
+#include "vmm/seccomp/seccomp.h"
 
 namespace vessel {
 namespace {
@@ -95,6 +96,7 @@ absl::Status Machine::Build() {
         absl::StrCat("--mem-mib ", c.mem_mib, " is out of range ", kMinMemMib, "..", kMaxMemMib));
   }
   if (c.kernel_path.empty()) return absl::InvalidArgumentError("no kernel given: pass --kernel PATH");
+  if (c.seccomp) VESSEL_RETURN_IF_ERROR(seccomp::CheckSupported());
 
   VESSEL_ASSIGN_OR_RETURN(KvmSystem kvm, KvmSystem::Open());
   kvm_.emplace(std::move(kvm));
@@ -163,6 +165,8 @@ absl::Status Machine::Build() {
 }
 
 absl::Status Machine::SetUpDevices() {
+  // The event loop and device threads started below install their seccomp filters.
+  seccomp::ScopedThreadFilters thread_filters(config_.seccomp);
   auto sink = config_.console_sink;
   arch::PlatformDeviceContext ctx;
   ctx.vm = &*vm_;
@@ -277,6 +281,7 @@ void Machine::RunVcpu(size_t index) {
   sigaddset(&set, kKickSignal);
   pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
   pthread_setname_np(pthread_self(), absl::StrCat("vcpu", index).c_str());
+  if (config_.seccomp) seccomp::ThreadFilter(seccomp::ThreadKind::kVcpu).Install();
   KvmVcpu& vcpu = vcpus_[index];
   if (index == 0) {
     int64_t expected = -1;

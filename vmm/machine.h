@@ -65,6 +65,9 @@ struct MachineConfig {
   // virtio-fs shares (after the network devices): the guest mounts each with
   // `mount -t virtiofs TAG DIR`.
   std::vector<fs::FsConfig> shares;
+  // Per-thread seccomp filters on the vCPU, event-loop and device threads (vmm/seccomp; a
+  // forbidden syscall kills the process and is logged). Off only for debugging.
+  bool seccomp = true;
 };
 
 enum class ExitReason { kPoweroff, kReboot, kCrash, kHostStop };

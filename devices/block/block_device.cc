@@ -2,6 +2,7 @@
 
 #include <linux/virtio_config.h>
 #include <linux/virtio_ids.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "devices/virtio/virtio_ring.h"
+#include "vmm/seccomp/seccomp.h"
 
 namespace vessel::block {
 namespace {
@@ -50,7 +52,11 @@ BlockDevice::BlockDevice(BlockConfig config, FileBackend backend)
   blk_config_.alignment_offset = 0;
   blk_config_.min_io_size = 1;
   blk_config_.opt_io_size = 8;
-  io_thread_ = std::thread([this] { IoThread(); });
+  io_thread_ = std::thread([this, filter = seccomp::ForNewThread(seccomp::ThreadKind::kBlock)] {
+    pthread_setname_np(pthread_self(), "blk-io");
+    filter.Install();
+    IoThread();
+  });
 }
 
 BlockDevice::~BlockDevice() {

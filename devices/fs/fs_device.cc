@@ -2,12 +2,14 @@
 
 #include <linux/virtio_config.h>
 #include <linux/virtio_ids.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "devices/virtio/virtio_ring.h"
+#include "vmm/seccomp/seccomp.h"
 
 namespace vessel::fs {
 namespace {
@@ -100,7 +102,11 @@ FsDevice::FsDevice(FsConfig config, std::unique_ptr<FuseServer> server)
     workers_.push_back(std::make_unique<Worker>());
   }
   for (uint16_t i = 0; i < workers_.size(); ++i) {
-    workers_[i]->thread = std::thread([this, i] { IoThread(i); });
+    workers_[i]->thread = std::thread([this, i, filter = seccomp::ForNewThread(seccomp::ThreadKind::kFs)] {
+      pthread_setname_np(pthread_self(), "fs-io");
+      filter.Install();
+      IoThread(i);
+    });
   }
 }
 

@@ -13,6 +13,7 @@
 #include "devices/net/virtio_net_uapi.h"
 #include "devices/virtio/virtio_ring.h"
 #include "vmm/base/errors.h"
+#include "vmm/seccomp/seccomp.h"
 
 namespace vessel::net {
 namespace {
@@ -59,7 +60,10 @@ absl::Status NetDevice::Init() {
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, tap_.fd(), &ev) != 0) {
     return ErrnoStatus(absl::StrCat(name_, ": epoll_ctl(tap)"));
   }
-  io_thread_ = std::thread([this] { IoThread(); });
+  io_thread_ = std::thread([this, filter = seccomp::ForNewThread(seccomp::ThreadKind::kNet)] {
+    filter.Install();
+    IoThread();
+  });
   return absl::OkStatus();
 }
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "devices/vsock/packet.h"
 #include "vmm/base/errors.h"
+#include "vmm/seccomp/seccomp.h"
 
 namespace vessel::vsock {
 namespace {
@@ -50,7 +51,10 @@ absl::Status VsockDevice::Init() {
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, muxer_->epoll_fd(), &ev) != 0) {
     return ErrnoStatus(absl::StrCat(name, ": epoll_ctl(muxer)"));
   }
-  io_thread_ = std::thread([this] { IoThread(); });
+  io_thread_ = std::thread([this, filter = seccomp::ForNewThread(seccomp::ThreadKind::kVsock)] {
+    filter.Install();
+    IoThread();
+  });
   return absl::OkStatus();
 }
 

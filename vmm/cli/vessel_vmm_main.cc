@@ -38,6 +38,9 @@ ABSL_FLAG(uint64_t, mem_mib, 128, "Guest memory in MiB");
 ABSL_FLAG(std::string, console, "stdio", "Guest serial console: stdio, or file:PATH");
 ABSL_FLAG(bool, boot_timing, false, "Print the boot timeline and VM exit counts to stderr at exit");
 ABSL_FLAG(bool, hugepages, false, "Back guest memory with hugetlbfs pages");
+ABSL_FLAG(bool, seccomp, true,
+          "Per-thread seccomp filters on the vCPU, event-loop and device threads (--seccomp=false "
+          "or --noseccomp for debugging only; see docs/security.md)");
 ABSL_FLAG(std::string, vsock, "",
           "CID,UDS_PATH: a virtio-vsock device for guest CID (>= 3); the host side listens on "
           "UDS_PATH (\"CONNECT <port>\\n\" reaches a guest port) and the guest's connections to "
@@ -265,6 +268,7 @@ int Main(int argc, char** argv) {
   config.vcpus = absl::GetFlag(FLAGS_vcpus);
   config.mem_mib = absl::GetFlag(FLAGS_mem_mib);
   config.hugepages = absl::GetFlag(FLAGS_hugepages);
+  config.seccomp = absl::GetFlag(FLAGS_seccomp);
   config.disks = std::move(*disks);
   if (const std::string spec = absl::GetFlag(FLAGS_vsock); !spec.empty()) {
     absl::StatusOr<vsock::VsockConfig> vsock_config = ParseVsock(spec);
