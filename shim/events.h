@@ -34,6 +34,8 @@ inline constexpr char kTopicTaskExecStarted[] = "/tasks/exec-started";
 inline constexpr char kTopicTaskExit[] = "/tasks/exit";
 inline constexpr char kTopicTaskDelete[] = "/tasks/delete";
 inline constexpr char kTopicTaskOOM[] = "/tasks/oom";
+inline constexpr char kTopicTaskPaused[] = "/tasks/paused";
+inline constexpr char kTopicTaskResumed[] = "/tasks/resumed";
 
 // The Envelope containerd expects: event = Any{type_url = the bare full name (what containerd's
 // typeurl registers, e.g. "containerd.events.TaskExit"), value = the serialized event}.

@@ -556,7 +556,9 @@ void TaskService::FillState(const Task& task, const Proc& proc, task::StateRespo
   out->set_id(proc.exec_id.empty() ? task.id : proc.exec_id);
   out->set_bundle(task.bundle);
   out->set_pid(proc.pid);
-  out->set_status(proc.exited ? types::STOPPED : proc.status);
+  types::Status status = proc.exited ? types::STOPPED : proc.status;
+  if (status == types::RUNNING && task.paused) status = types::PAUSED;
+  out->set_status(status);
   out->set_stdin(proc.stdin_path);
   out->set_stdout(proc.stdout_path);
   out->set_stderr(proc.stderr_path);
@@ -707,8 +709,44 @@ absl::StatusOr<task::StatsResponse> TaskService::Stats(const task::StatsRequest&
   return resp;
 }
 
-absl::StatusOr<Empty> TaskService::Pause(const task::PauseRequest&) { return Unsupported("Pause"); }
-absl::StatusOr<Empty> TaskService::Resume(const task::ResumeRequest&) { return Unsupported("Resume"); }
+absl::StatusOr<Empty> TaskService::SetPaused(const std::string& id, bool paused) {
+  std::shared_ptr<PodBackend> pod;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) return absl::NotFoundError(absl::StrCat("task ", id, " not found"));
+    const Task& t = it->second;
+    if (t.init.exited || t.init.status != types::RUNNING || t.deleting) {
+      return absl::FailedPreconditionError(absl::StrCat("task ", id, " is not running"));
+    }
+    if (t.paused == paused) {
+      return absl::FailedPreconditionError(absl::StrCat("task ", id, paused ? " is already paused" : " is not paused"));
+    }
+    pod = pod_;
+    if (pod == nullptr) return absl::UnavailableError("the shim is shutting down");
+  }
+  absl::Status s = pod->Signal(id, "", paused ? SIGSTOP : SIGCONT, /*all=*/true);
+  if (!s.ok()) return ForContainerd(s, absl::StrCat(paused ? "pause" : "resume", " task ", id));
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return absl::NotFoundError(absl::StrCat("task ", id, " was deleted"));
+  it->second.paused = paused;
+  if (options_.events != nullptr) {
+    if (paused) {
+      events::TaskPaused ev;
+      ev.set_container_id(id);
+      options_.events->Publish(kTopicTaskPaused, ev);
+    } else {
+      events::TaskResumed ev;
+      ev.set_container_id(id);
+      options_.events->Publish(kTopicTaskResumed, ev);
+    }
+  }
+  return Empty();
+}
+
+absl::StatusOr<Empty> TaskService::Pause(const task::PauseRequest& req) { return SetPaused(req.id(), true); }
+absl::StatusOr<Empty> TaskService::Resume(const task::ResumeRequest& req) { return SetPaused(req.id(), false); }
 absl::StatusOr<Empty> TaskService::Update(const task::UpdateTaskRequest&) { return Unsupported("Update"); }
 absl::StatusOr<Empty> TaskService::Checkpoint(const task::CheckpointTaskRequest&) {
   return Unsupported("Checkpoint");

@@ -85,6 +85,8 @@ class TaskService {
   absl::StatusOr<containerd::task::v2::ConnectResponse> Connect(const containerd::task::v2::ConnectRequest& req);
   absl::StatusOr<google::protobuf::Empty> Shutdown(const containerd::task::v2::ShutdownRequest& req);
   absl::StatusOr<containerd::task::v2::StatsResponse> Stats(const containerd::task::v2::StatsRequest& req);
+  // SIGSTOP / SIGCONT to every process of the container (the guest kernel has no freezer
+  // interface in the agent yet): State says PAUSED in between.
   absl::StatusOr<google::protobuf::Empty> Pause(const containerd::task::v2::PauseRequest& req);
   absl::StatusOr<google::protobuf::Empty> Resume(const containerd::task::v2::ResumeRequest& req);
   absl::StatusOr<google::protobuf::Empty> Update(const containerd::task::v2::UpdateTaskRequest& req);
@@ -122,12 +124,14 @@ class TaskService {
     std::string rootfs;  // <bundle>/rootfs
     bool rootfs_mounted = false;
     bool deleting = false;
+    bool paused = false;  // every process SIGSTOPped (Pause)
     Proc init;
     std::map<std::string, Proc> execs;
   };
 
   // The process, or NotFound naming it.
   absl::StatusOr<Proc*> FindLocked(const std::string& id, const std::string& exec_id);
+  absl::StatusOr<google::protobuf::Empty> SetPaused(const std::string& id, bool paused);
   void FillState(const Task& task, const Proc& proc, containerd::task::v2::StateResponse* out) const;
   absl::StatusOr<std::shared_ptr<PodBackend>> EnsurePod(const std::string& container_id, const nlohmann::json& spec,
                                         const std::string& sandbox_id);

@@ -374,8 +374,11 @@ TEST_F(TaskServiceTest, ErrorCodesContainerdUnderstands) {
   EXPECT_EQ(Start("c1").status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Exec("c1", "e1", "{}").code(), absl::StatusCode::kFailedPrecondition);
 
-  EXPECT_EQ(service_->Pause(task::PauseRequest()).status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(service_->Resume(task::ResumeRequest()).status().code(), absl::StatusCode::kUnimplemented);
+  task::PauseRequest pause;
+  pause.set_id("c1");
+  EXPECT_EQ(service_->Pause(pause).status().code(), absl::StatusCode::kFailedPrecondition);  // exited
+  pause.set_id("nope");
+  EXPECT_EQ(service_->Pause(pause).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(service_->Update(task::UpdateTaskRequest()).status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(service_->Checkpoint(task::CheckpointTaskRequest()).status().code(), absl::StatusCode::kUnimplemented);
   task::StatsRequest st;
@@ -442,6 +445,26 @@ TEST_F(TaskServiceTest, ExecLifecycle) {
   bool exec_seen = false;
   for (const std::string& c : fake_->calls) exec_seen |= c.rfind("exec c1 e1 ", 0) == 0 && c.find("\"sh\"") != std::string::npos;
   EXPECT_TRUE(exec_seen);
+}
+
+TEST_F(TaskServiceTest, PauseResume) {
+  ASSERT_TRUE(Create("c1").ok());
+  task::PauseRequest pause;
+  pause.set_id("c1");
+  task::ResumeRequest resume;
+  resume.set_id("c1");
+  EXPECT_EQ(service_->Pause(pause).status().code(), absl::StatusCode::kFailedPrecondition);  // not started
+  ASSERT_TRUE(Start("c1").ok());
+  EXPECT_EQ(service_->Resume(resume).status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(service_->Pause(pause).ok());
+  EXPECT_EQ(fake_->calls.back(), "signal c1  19 all");  // SIGSTOP to every process
+  EXPECT_EQ(State("c1").status(), types::PAUSED);
+  EXPECT_EQ(service_->Pause(pause).status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(service_->Resume(resume).ok());
+  EXPECT_EQ(fake_->calls.back(), "signal c1  18 all");  // SIGCONT
+  EXPECT_EQ(State("c1").status(), types::RUNNING);
+  EXPECT_EQ(Topics(4), (std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/paused", "/tasks/resumed"}));
+  EXPECT_EQ(EventAt(2).event().type_url(), "containerd.events.TaskPaused");
 }
 
 TEST_F(TaskServiceTest, ExitDuringStartComesAfterTheStartEvent) {
@@ -727,9 +750,9 @@ TEST_F(TaskServiceTest, OverTtrpc) {
     std::unique_lock<std::mutex> lock(mu);
     EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return done == 50; }));
   }
-  task::PauseRequest pause;
-  pause.set_id("c1");
-  EXPECT_EQ(ttrpc::CallTyped<google::protobuf::Empty>(**client, kTaskService, "Pause", pause).status().code(),
+  task::UpdateTaskRequest update;
+  update.set_id("c1");
+  EXPECT_EQ(ttrpc::CallTyped<google::protobuf::Empty>(**client, kTaskService, "Update", update).status().code(),
             absl::StatusCode::kUnimplemented);
   (*client)->Close();
   server.Shutdown();
