@@ -96,6 +96,13 @@ const Allow kFs[] = {
     {"statfs"},      {"fcntl"},      {"readv"},      {"writev"},
 };
 
+#if defined(__x86_64__)
+// struct kvm_msrs ends in a flexible array that the uapi header declares with a different size in
+// C++ (vmm/kvm/kvm_flex_ioctls.c is C for that reason): the kernel's numbers use its 8-byte header.
+constexpr unsigned long kKvmGetMsrs = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x88, 8);
+constexpr unsigned long kKvmSetMsrs = _IOC(_IOC_WRITE, KVMIO, 0x89, 8);
+#endif
+
 // ioctl requests by kind (compared on the low 32 bits: glibc passes an unsigned long).
 std::vector<unsigned long> IoctlRequests(ThreadKind kind) {
   switch (kind) {
@@ -104,7 +111,7 @@ std::vector<unsigned long> IoctlRequests(ThreadKind kind) {
         KVM_RUN,
 #if defined(__x86_64__)
         KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, KVM_GET_VCPU_EVENTS,
-        KVM_SET_VCPU_EVENTS, KVM_TRANSLATE, KVM_GET_MSRS, KVM_SET_MSRS, KVM_GET_LAPIC,
+        KVM_SET_VCPU_EVENTS, KVM_TRANSLATE, kKvmGetMsrs, kKvmSetMsrs, KVM_GET_LAPIC,
         KVM_SET_LAPIC, KVM_GET_FPU, KVM_SET_FPU, KVM_SET_GUEST_DEBUG,
 #endif
 #if defined(__aarch64__)
