@@ -64,6 +64,22 @@ absl::StatusOr<std::string> SocketPath(absl::string_view address) {
   return std::string(address);
 }
 
+bool IsValidNamespace(absl::string_view ns) {
+  if (ns.empty() || ns.size() > 76) return false;
+  bool after_separator = true;  // the first character and the one after a separator: alphanumeric
+  for (char c : ns) {
+    if (absl::ascii_isalnum(c)) {
+      after_separator = false;
+    } else if (c == '.' || c == '_' || c == '-') {
+      if (after_separator) return false;
+      after_separator = true;
+    } else {
+      return false;
+    }
+  }
+  return !after_separator;
+}
+
 bool IsValidId(absl::string_view id) {
   if (id.empty() || id.size() > 64) return false;
   for (char c : id) {

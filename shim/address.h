@@ -45,6 +45,10 @@ struct PodMembership {
 absl::StatusOr<PodMembership> PodMembershipFromSpec(const nlohmann::json& spec,
                                                     absl::string_view container_id);
 
+// A containerd namespace name (identifiers.Validate): [A-Za-z0-9]+([._-][A-Za-z0-9]+)*, at most 76
+// characters. Safe as a path component.
+bool IsValidNamespace(absl::string_view ns);
+
 // [A-Za-z0-9_.-]{1,64}: what the SDK accepts as a sandbox or container id.
 bool IsValidId(absl::string_view id);
 

@@ -33,6 +33,7 @@
 #include "shim/events.h"
 #include "shim/log.h"
 #include "shim/mounts.h"
+#include "shim/state.h"
 #include "shim/task_service.h"
 #include "vmm/base/errors.h"
 #include "vmm/base/scoped_fd.h"
@@ -42,6 +43,11 @@ namespace {
 
 constexpr char kName[] = "containerd-shim-vessel-v2";
 constexpr char kDefaultConfigFile[] = "/etc/vessel/runtime.json";
+
+absl::Status NamespaceError(const std::string& ns) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "-namespace \"", ns, "\" is not a containerd namespace name (letters, digits, '.', '_', '-'; at most 76)"));
+}
 
 int Fail(const absl::Status& s) {
   std::cerr << kName << ": " << s.message() << "\n";
@@ -120,42 +126,6 @@ std::string ReadSmallFile(const std::string& path) {
   return buf.str();
 }
 
-absl::Status CleanupSandboxState(const std::string& dir, const std::string& container_id) {
-  absl::Status status;
-  std::string mountinfo = ReadSmallFile("/proc/self/mountinfo");
-  auto unmount_under = [&](const std::string& d) {
-    for (const std::string& m : MountsUnder(d, mountinfo)) status.Update(UnmountAll(m));
-    mountinfo = ReadSmallFile("/proc/self/mountinfo");
-  };
-  auto remove_tree = [&](const std::string& d) {
-    if (!MountsUnder(d, mountinfo).empty()) {
-      status.Update(absl::FailedPreconditionError(absl::StrCat("not removing ", d, ": something is still mounted under it")));
-      return;
-    }
-    std::error_code ec;
-    std::filesystem::remove_all(d, ec);
-    if (ec) status.Update(absl::InternalError(absl::StrCat("remove ", d, ": ", ec.message())));
-  };
-  std::error_code ec;
-  if (!std::filesystem::exists(dir, ec)) return status;
-  std::string mine = absl::StrCat(dir, "/shared/", container_id);
-  if (std::filesystem::exists(mine, ec)) {
-    unmount_under(mine);
-    remove_tree(mine);
-  }
-  // The last container of a dead sandbox takes the sandbox directory with it.
-  bool others = false;
-  for (const auto& entry : std::filesystem::directory_iterator(dir + "/shared", ec)) {
-    (void)entry;
-    others = true;
-  }
-  if (!others) {
-    unmount_under(dir);
-    remove_tree(dir);
-  }
-  return status;
-}
-
 }  // namespace
 
 absl::StatusOr<ShimFlags> ParseFlags(const std::vector<std::string>& args) {
@@ -223,48 +193,8 @@ absl::StatusOr<sandbox::RuntimeConfig> LoadShimRuntimeConfig() {
   return sandbox::DefaultRuntimeConfig();
 }
 
-std::vector<std::string> MountsUnder(const std::string& dir, const std::string& mountinfo_text) {
-  auto decode = [](absl::string_view s) {
-    std::string out;
-    for (size_t i = 0; i < s.size(); ++i) {
-      if (s[i] == '\\' && i + 3 < s.size()) {
-        int v = 0;
-        bool ok = true;
-        for (int k = 1; k <= 3; ++k) {
-          char c = s[i + k];
-          if (c < '0' || c > '7') ok = false;
-          v = v * 8 + (c - '0');
-        }
-        if (ok) {
-          out += static_cast<char>(v);
-          i += 3;
-          continue;
-        }
-      }
-      out += s[i];
-    }
-    return out;
-  };
-  std::vector<std::string> found;
-  for (absl::string_view line : absl::StrSplit(mountinfo_text, '\n', absl::SkipEmpty())) {
-    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
-    if (fields.size() < 5) continue;
-    std::string point = decode(fields[4]);
-    if (point == dir || (point.size() > dir.size() && point.compare(0, dir.size(), dir) == 0 &&
-                         point[dir.size()] == '/')) {
-      found.push_back(point);
-    }
-  }
-  // Deepest first; a path mounted twice appears once (UnmountAll peels every layer).
-  std::sort(found.begin(), found.end(), [](const std::string& a, const std::string& b) {
-    return a.size() != b.size() ? a.size() > b.size() : a < b;
-  });
-  found.erase(std::unique(found.begin(), found.end()), found.end());
-  return found;
-}
-
 int RunStart(const ShimFlags& flags) {
-  if (flags.ns.empty()) return Fail(absl::InvalidArgumentError("start: -namespace is required"));
+  if (!IsValidNamespace(flags.ns)) return Fail(NamespaceError(flags.ns));
   if (flags.id.empty()) return Fail(absl::InvalidArgumentError("start: -id is required"));
   absl::StatusOr<std::string> bundle = Cwd();
   if (!bundle.ok()) return Fail(bundle.status());
@@ -350,6 +280,7 @@ int RunStart(const ShimFlags& flags) {
 }
 
 int RunDelete(const ShimFlags& flags) {
+  if (!IsValidNamespace(flags.ns)) return Fail(NamespaceError(flags.ns));
   std::string bundle = flags.bundle;
   if (bundle.empty()) {
     absl::StatusOr<std::string> cwd = Cwd();
@@ -377,7 +308,7 @@ int RunDelete(const ShimFlags& flags) {
     if (!rt.ok()) {
       std::cerr << kName << ": delete: " << rt.status().message() << "\n";
     } else {
-      absl::Status c = CleanupSandboxState(absl::StrCat(rt->state_dir, "/sandboxes/", group), flags.id);
+      absl::Status c = RemoveSandboxState(SandboxStateDir(ShimStateDir(rt->state_dir, flags.ns), group), flags.id);
       if (!c.ok()) std::cerr << kName << ": delete: " << c.message() << "\n";
     }
   }
@@ -388,7 +319,7 @@ int RunDelete(const ShimFlags& flags) {
 }
 
 int RunServe(const ShimFlags& flags) {
-  if (flags.ns.empty()) return Fail(absl::InvalidArgumentError("-namespace is required"));
+  if (!IsValidNamespace(flags.ns)) return Fail(NamespaceError(flags.ns));
   // The log FIFO containerd opened (read side) before running `start`; fd 2 goes there so that the
   // SDK's and the VMM's own lines land in containerd's log too.
   int log_fd = ::open("log", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
@@ -454,6 +385,8 @@ int RunServe(const ShimFlags& flags) {
     TaskServiceOptions options;
     options.ns = flags.ns;
     options.runtime = *runtime;
+    // One state directory per containerd namespace: equal ids in two namespaces never collide.
+    options.runtime.state_dir = ShimStateDir(runtime->state_dir, flags.ns);
     options.pod_factory = SdkPodFactory();
     options.events = &publisher;
     options.log = &log;

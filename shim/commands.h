@@ -38,9 +38,6 @@ std::string DeleteResponseBytes(uint32_t pid, absl::Time exited_at);
 // $VESSEL_RUNTIME_CONFIG, else /etc/vessel/runtime.json if present, else the SDK's defaults.
 absl::StatusOr<sandbox::RuntimeConfig> LoadShimRuntimeConfig();
 
-// Mount points at or below `dir` in /proc/self/mountinfo, deepest first (octal escapes decoded).
-std::vector<std::string> MountsUnder(const std::string& dir, const std::string& mountinfo_text);
-
 int RunStart(const ShimFlags& flags);
 int RunDelete(const ShimFlags& flags);
 int RunServe(const ShimFlags& flags);

@@ -1,10 +1,12 @@
 // PodBackend over the sandbox SDK.
+#include <filesystem>
 #include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "rpc/ttrpc/io_thread.h"
 #include "shim/backend.h"
+#include "shim/state.h"
 #include "vmm/base/errors.h"
 
 namespace vessel::shim {
@@ -78,6 +80,16 @@ class SdkPod final : public PodBackend {
 PodFactory SdkPodFactory() {
   return [](sandbox::SandboxConfig config,
             sandbox::SandboxEvents events) -> absl::StatusOr<std::unique_ptr<PodBackend>> {
+    // Only this shim owns this sandbox id in its namespace: what is there was left by a shim that
+    // died without containerd's `delete` (SIGKILL, host crash of containerd).
+    std::string stale = SandboxStateDir(config.runtime.state_dir, config.id);
+    std::error_code ec;
+    if (std::filesystem::exists(stale, ec)) {
+      absl::Status removed = RemoveSandboxState(stale, "");
+      if (!removed.ok()) {
+        return absl::Status(removed.code(), absl::StrCat("stale state of a dead shim: ", removed.message()));
+      }
+    }
     absl::StatusOr<std::unique_ptr<sandbox::Sandbox>> s = sandbox::Sandbox::Create(std::move(config), std::move(events));
     if (!s.ok()) return s.status();
     return std::make_unique<SdkPod>(std::move(*s));

@@ -90,6 +90,20 @@ TEST(PodMembershipTest, RejectsBadAnnotations) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(NamespaceTest, LikeContainerd) {
+  EXPECT_TRUE(IsValidNamespace("default"));
+  EXPECT_TRUE(IsValidNamespace("k8s.io"));
+  EXPECT_TRUE(IsValidNamespace("vessel-test"));
+  EXPECT_TRUE(IsValidNamespace("a_b.c-d"));
+  EXPECT_FALSE(IsValidNamespace(""));
+  EXPECT_FALSE(IsValidNamespace(".."));
+  EXPECT_FALSE(IsValidNamespace("a/b"));
+  EXPECT_FALSE(IsValidNamespace("-a"));
+  EXPECT_FALSE(IsValidNamespace("a-"));
+  EXPECT_FALSE(IsValidNamespace("a..b"));
+  EXPECT_FALSE(IsValidNamespace(std::string(77, 'a')));
+}
+
 TEST(IdTest, Valid) {
   EXPECT_TRUE(IsValidId("abc-1.2_3"));
   EXPECT_TRUE(IsValidId(std::string(64, 'a')));

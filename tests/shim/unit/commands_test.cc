@@ -18,6 +18,7 @@
 #include "rpc/ttrpc/io_thread.h"
 #include "rpc/ttrpc/typed.h"
 #include "shim/address.h"
+#include "shim/state.h"
 #include "shim/task_service.h"
 
 namespace vessel::shim {
@@ -66,20 +67,6 @@ TEST(DeleteResponseTest, KilledNow) {
   EXPECT_EQ(r.pid(), 42u);
   EXPECT_EQ(r.exit_status(), 137u);  // 128 + SIGKILL, as runc's shim reports a dead shim's task
   EXPECT_EQ(r.exited_at().seconds(), 1763950000);
-}
-
-TEST(MountsUnderTest, DeepestFirstWithEscapes) {
-  std::string info =
-      "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
-      "40 22 0:40 / /run/vessel/sandboxes/p1/shared/c1/rootfs rw - overlay overlay rw\n"
-      "41 40 0:41 / /run/vessel/sandboxes/p1/shared/c1/mounts/0 rw - bind x rw\n"
-      "42 22 0:42 / /run/vessel/sandboxes/p1/shared/my\\040dir rw - tmpfs t rw\n"
-      "43 22 0:43 / /run/vessel/sandboxes/p10 rw - tmpfs t rw\n";
-  std::vector<std::string> m = MountsUnder("/run/vessel/sandboxes/p1", info);
-  ASSERT_EQ(m.size(), 3u);
-  EXPECT_EQ(m[0], "/run/vessel/sandboxes/p1/shared/c1/mounts/0");
-  EXPECT_EQ(m[1], "/run/vessel/sandboxes/p1/shared/c1/rootfs");
-  EXPECT_EQ(m[2], "/run/vessel/sandboxes/p1/shared/my dir");
 }
 
 // The binary itself: `start` spawns the serving process (no VM until a Create), which answers on
