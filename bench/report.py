@@ -82,8 +82,9 @@ def add(name, bench, unit, samples, vm=False, vcpus=None, memory_mib=None, platf
         return None
     r = {
         "name": name, "benchmark": bench, "unit": unit, "platform": platform or PLATFORM, "vm": vm,
-        "vcpus": vcpus if vcpus is not None else host.get("cpus"),
-        "memory_mib": memory_mib if memory_mib is not None else host.get("memory_mib"),
+        # Host-side figures carry the host's shape; a VM's unknown shape stays null.
+        "vcpus": vcpus if vcpus is not None or vm else host.get("cpus"),
+        "memory_mib": memory_mib if memory_mib is not None or vm else host.get("memory_mib"),
         "repetitions": len(samples), "min": min(samples), "median": statistics.median(samples),
         "max": max(samples),
     }
@@ -244,13 +245,14 @@ if sandbox:
 
 # ---- shim: ctr run --rm /bin/true, vessel vs runc ---------------------------------------------
 t = read(os.path.join(RAW, "shim.txt"))
-shim_plat = None
+m = re.search(r"guest RAM mapping (\d+) MiB", t)
+shim_mem = int(m[1]) if m else None
 for m in re.finditer(r"ctr run --rm /bin/true\s+(runc|vessel)\s+p50\s+([\d.]+) s\s+min\s+([\d.]+) s\s+max\s+"
                      r"([\d.]+) s\s+\((\d+) runs\)\s+\[([^\]]*)\]", t):
     name, p50, lo, hi, n, plat = m.groups()
     r = add(f"shim.ctr_run_true.{name}", "shim", "s", [float(p50)], vm=(name == "vessel"),
-            vcpus=1 if name == "vessel" else None, memory_mib=None,
-            platform=plat if name == "vessel" else "host (runc)",
+            vcpus=1 if name == "vessel" else None, memory_mib=shim_mem if name == "vessel" else None,
+            platform=plat if name == "vessel" else None,
             description=f"`ctr run --rm IMAGE ID /bin/true` wall time via {name}'s shim, private containerd")
     if r:
         r.update(repetitions=int(n), min=float(lo), max=float(hi))
@@ -259,9 +261,9 @@ ratio("shim.ctr_run_true.vessel", "shim.ctr_run_true.runc")
 target("shim.ctr_run_true.vessel", "ctr run <= 1.5x runc (hardware KVM)", "<=", 1.5, "x", True, "ratio")
 m = re.search(r"guest RAM mapping (\d+) MiB, guest-touched \(its Rss\) ([\d.]+) MiB; VmRSS beyond guest memory ([\d.]+) MiB", t)
 if m:
-    add("shim.vessel_shim_rss_beyond_guest", "shim", "MiB", [float(m[3])], vm=True,
+    add("shim.vessel_shim_rss_beyond_guest", "shim", "MiB", [float(m[3])], vm=True, vcpus=1,
         memory_mib=int(m[1]), description="vessel shim VmRSS minus its guest RAM mapping's Rss, one container running")
-    add("shim.vessel_guest_touched", "shim", "MiB", [float(m[2])], vm=True, memory_mib=int(m[1]),
+    add("shim.vessel_guest_touched", "shim", "MiB", [float(m[2])], vm=True, vcpus=1, memory_mib=int(m[1]),
         description="Rss of the shim's guest RAM mapping (what the guest touched)")
 m = re.search(r"shim memory\s+runc\s+pid \S+\s+VmRSS: (\d+) kB", t)
 if m:
@@ -303,11 +305,16 @@ for pat, name, unit, desc in (
         (r"tcp host->guest: .*?: ([\d.]+) MiB/s", "tcp_host_to_guest", "MiB/s", "TCP host->guest over the tap"),
         (r"tcp guest->host: .*?([\d.]+) MiB/s", "tcp_guest_to_host", "MiB/s", "TCP guest->host over the tap"),
         (r"virtio-fs in the guest.*?metadata_ops_per_s=([\d.]+)", "virtiofs_metadata", "ops/s", "virtio-fs create+stat+unlink in the guest"),
-        (r"host directory directly \(ceiling\): metadata_ops_per_s=([\d.]+)", "host_dir_metadata", "ops/s", "the same on the host directory (ceiling)")):
+        (r"virtio-fs in the guest.*?write_mib_per_s=([\d.]+)", "virtiofs_write", "MiB/s", "virtio-fs sequential write in the guest"),
+        (r"virtio-fs in the guest.*?read_mib_per_s=([\d.]+)", "virtiofs_read", "MiB/s", "virtio-fs sequential read in the guest"),
+        (r"host directory directly \(ceiling\): metadata_ops_per_s=([\d.]+)", "host_dir_metadata", "ops/s", "the same on the host directory (ceiling)"),
+        (r"host directory directly \(ceiling\):.*?write_mib_per_s=([\d.]+)", "host_dir_write", "MiB/s", "sequential write on the host directory (ceiling)"),
+        (r"host directory directly \(ceiling\):.*?read_mib_per_s=([\d.]+)", "host_dir_read", "MiB/s", "sequential read on the host directory (ceiling)")):
     m = re.search(pat, t)
     if m:
         add(f"guest_io.{name}", "guest_io", unit, [float(m[1])], vm=not name.startswith("host"),
-            vcpus=1 if not name.startswith("host") else None, description=desc)
+            vcpus=1 if not name.startswith("host") else None,
+            memory_mib=256 if not name.startswith("host") else None, description=desc)
 
 # ---- write results.json --------------------------------------------------------------------------
 for r in results:
@@ -373,10 +380,11 @@ for r in results:
         order.append(r["benchmark"])
 for bench in order:
     rs = [r for r in results if r["benchmark"] == bench and not r["name"].endswith(":cpu")]
-    shape = rs[0]
-    where = (f"guest {shape['vcpus']} vCPU, {shape['memory_mib']} MiB" if shape.get("vm")
-             else f"host {host.get('cpus')} CPUs")
-    md += ["", f"## {bench}", "", f"Platform: {shape['platform']}; {where}.", "",
+    plats = sorted({r["platform"] for r in rs})
+    shapes = sorted({f"guest {r['vcpus']} vCPU, {r['memory_mib']} MiB" for r in rs if r.get("vm")})
+    if any(not r.get("vm") for r in rs):
+        shapes.append(f"host-side code on {host.get('cpus')} CPUs")
+    md += ["", f"## {bench}", "", f"Platform: {'; '.join(plats)}. {'; '.join(shapes)}.", "",
            "| figure | median | min | max | unit | n |", "|---|---:|---:|---:|---|---:|"]
     for r in rs:
         md.append(f"| `{r['name']}` | {fmt(r['median'])} | {fmt(r['min'])} | {fmt(r['max'])} | "
