@@ -1,6 +1,7 @@
 #include "vmm/seccomp/seccomp.h"
 
 #include <fcntl.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
@@ -118,6 +119,9 @@ std::vector<unsigned long> IoctlRequests(ThreadKind kind) {
         KVM_GET_ONE_REG, KVM_SET_ONE_REG,
 #endif
         KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SIGNAL_MSI,
+        // virtio-net's Activate (the driver's DRIVER_OK write, an MMIO exit) sets the tap's
+        // offloads to the negotiated features.
+        TUNSETOFFLOAD,
       };
     case ThreadKind::kEventLoop:
       return {FIONBIO};
