@@ -275,6 +275,9 @@ if m:
 # ---- boot_compare: vessel vs QEMU microvm ------------------------------------------------------
 t = read(os.path.join(RAW, "boot_compare.txt"))
 boots = {}
+notes = []
+for m in re.finditer(r"^boot_compare: (qemu \(\w+\) did not reach /init); its last lines:\n((?:    .*\n?){0,3})", t, re.M):
+    notes.append(f"boot_compare: {m[1]}: " + " / ".join(l.strip() for l in m[2].splitlines() if l.strip())[:300])
 for m in re.finditer(r"^(vessel-vmm \(vmlinux\)|qemu microvm \((\w+)\))\s+first-byte\s+(\S+) s\s+/init\s+(\S+) s\s+"
                      r"init-done\s+(\S+) s.*\[([^\]]*)\]\s*$", t, re.M):
     who = "vessel" if m[1].startswith("vessel") else "qemu_" + m[2]
@@ -322,7 +325,8 @@ for pat, name, unit, desc in (
 for r in results:
     for k, v in list(r.items()):
         r[k] = clean(v)
-doc = {"schema": "vessel-bench/1", "host": host, "benchmarks": benchmarks, "results": results}
+doc = {"schema": "vessel-bench/1", "host": host, "benchmarks": benchmarks, "notes": notes,
+       "results": results}
 with open(os.path.join(OUT, "results.json"), "w") as f:
     json.dump(doc, f, indent=1, allow_nan=False)
     f.write("\n")
@@ -356,6 +360,9 @@ if PLATFORM.startswith("kvm_pvm"):
 md += ["", "## Benchmarks run", "", "| benchmark | status | seconds | reason |", "|---|---|---:|---|"]
 for b in benchmarks:
     md.append(f"| {b['name']} | {b['status']} | {b['seconds']:.1f} | {b['reason'].replace('|', '/')} |")
+
+if notes:
+    md += ["", "Notes:"] + [f"- {n}" for n in notes]
 
 tgt = [r for r in results if r.get("target")]
 if tgt:

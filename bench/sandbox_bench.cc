@@ -5,7 +5,7 @@
 //     steady_clock around CreateContainer / Start / Wait / RemoveContainer / Stop;
 //   - VMM RSS overhead per sandbox: growth of this process's VmRSS from before Create, minus the
 //     guest RAM the guest touched (the Rss of the guest RAM mappings in /proc/self/smaps: anonymous
-//     mappings exactly the guest memory size), after Create and again after the container exited;
+//     mappings at least the guest memory size), after Create and again after the container exited;
 //   - sandboxes created per second with N in parallel (threads of this process, each creating its
 //     own sandbox with its own id): N / (wall time from the start until the last Create returned).
 //     N=1 is the sequential repetitions; N>1 is one round each.
@@ -67,17 +67,23 @@ struct Options {
   bool verbose = false;
 };
 
-// VmRSS of this process, KiB.
-long VmRssKib() {
+// A "Name:  N kB" field of /proc/self/status (VmRSS, RssAnon, RssFile, RssShmem), KiB.
+long StatusKib(const char* name) {
   std::ifstream f("/proc/self/status");
   std::string line;
+  const size_t n = std::strlen(name);
   while (std::getline(f, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+    if (line.compare(0, n, name) == 0 && line.size() > n && line[n] == ':') {
+      return std::strtol(line.c_str() + n + 1, nullptr, 10);
+    }
   }
   return 0;
 }
+long VmRssKib() { return StatusKib("VmRSS"); }
 
-// Sum of the Rss (KiB) of the guest RAM mappings: anonymous mappings of exactly `size_kib`.
+// Sum of the Rss (KiB) of the guest RAM mappings: anonymous mappings of at least `size_kib` (the
+// guest memory size; the kernel may merge two sandboxes' adjacent guest mappings into one VMA, and
+// nothing else in the process maps that much: malloc arenas reserve 64 MiB).
 // Returns {mappings found, rss KiB}.
 std::pair<int, long> GuestRamRssKib(uint64_t size_kib) {
   std::ifstream f("/proc/self/smaps");
@@ -99,7 +105,7 @@ std::pair<int, long> GuestRamRssKib(uint64_t size_kib) {
     }
     if (line.rfind("Size:", 0) == 0) {
       size = std::strtol(line.c_str() + 5, nullptr, 10);
-    } else if (line.rfind("Rss:", 0) == 0 && anon && size == static_cast<long>(size_kib)) {
+    } else if (line.rfind("Rss:", 0) == 0 && anon && size >= static_cast<long>(size_kib)) {
       ++found;
       rss += std::strtol(line.c_str() + 4, nullptr, 10);
     }
@@ -168,7 +174,7 @@ struct Rep {
 Rep RunOne(const Options& o, const std::string& id, const std::string& state_dir) {
   Rep r;
   const uint64_t guest_kib = o.memory_mib * 1024;
-  const long rss0 = VmRssKib();
+  const long rss0 = VmRssKib(), anon0 = StatusKib("RssAnon"), file0 = StatusKib("RssFile");
   const long guest0 = GuestRamRssKib(guest_kib).second;
   const Clock::time_point t0 = Clock::now();
   absl::StatusOr<std::unique_ptr<Sandbox>> sb = Sandbox::Create(MakeConfig(o, id, state_dir));
@@ -179,7 +185,7 @@ Rep RunOne(const Options& o, const std::string& id, const std::string& state_dir
   }
   Sandbox& s = **sb;
   r.platform = s.platform();
-  const long rss1 = VmRssKib();
+  const long rss1 = VmRssKib(), anon1 = StatusKib("RssAnon"), file1 = StatusKib("RssFile");
   const auto [maps1, guest1] = GuestRamRssKib(guest_kib);
   const SandboxTimeline tl = s.timeline();
   const double boot_s = KernelBootSeconds(s.dir() + "/console.log");
@@ -208,7 +214,7 @@ Rep RunOne(const Options& o, const std::string& id, const std::string& state_dir
   if (*status != 0) r.error = absl::StrCat("`true` exited ", *status);
   if (!removed.ok()) r.error = absl::StrCat("RemoveContainer: ", removed.ToString());
   if (!stopped.ok()) r.error = absl::StrCat("Stop: ", stopped.ToString());
-  if (maps1 != 1) r.error = absl::StrCat(maps1, " guest RAM mappings of ", o.memory_mib, " MiB found, expected 1");
+  if (maps1 < 1) r.error = absl::StrCat("no guest RAM mapping of ", o.memory_mib, " MiB found");
 
   const double vm_setup = Ms(tl.vm_setup), agent_ready = Ms(tl.agent_ready);
   r.ms["create_total"] = Ms(t1 - t0);
@@ -230,6 +236,9 @@ Rep RunOne(const Options& o, const std::string& id, const std::string& state_dir
   r.kib["vmm_overhead_after_create"] = (rss1 - rss0) - (guest1 - guest0);
   r.kib["vmm_overhead_after_exit"] = (rss2 - rss0) - (guest2 - guest0);
   r.kib["guest_touched_after_exit"] = guest2 - guest0;
+  // Where the growth is: anonymous (guest RAM, heap, arenas, stacks) vs file-backed pages mapped.
+  r.kib["rss_anon_delta_after_create"] = anon1 - anon0;
+  r.kib["rss_file_delta_after_create"] = file1 - file0;
   return r;
 }
 
@@ -376,13 +385,14 @@ int Main(int argc, char** argv) {
     std::printf("rep %d: create %.0f ms (VM setup %.1f, agent ready %.0f [kernel boot %.0f, agent start "
                 "%.0f], sandbox ready %.0f), container create %.1f start %.1f run->exit %.1f, "
                 "stop %.0f ms; VMM RSS overhead %.0f KiB after create, %.0f KiB after exit "
-                "(guest touched %.0f KiB)\n",
+                "(guest touched %.0f KiB; RssAnon %+.0f KiB, RssFile %+.0f KiB)\n",
                 i, r.ms["create_total"], r.ms["vm_setup"], r.ms["agent_ready"],
                 r.ms.count("kernel_boot") ? r.ms["kernel_boot"] : -1.0,
                 r.ms.count("agent_start") ? r.ms["agent_start"] : -1.0, r.ms["sandbox_ready"],
                 r.ms["create_container"], r.ms["start_container"], r.ms["run_to_exit"], r.ms["stop"],
                 r.kib["vmm_overhead_after_create"], r.kib["vmm_overhead_after_exit"],
-                r.kib["guest_touched_after_create"]);
+                r.kib["guest_touched_after_create"], r.kib["rss_anon_delta_after_create"],
+                r.kib["rss_file_delta_after_create"]);
     std::fflush(stdout);
     reps.push_back(std::move(r));
   }
@@ -452,6 +462,8 @@ int Main(int argc, char** argv) {
       {"vmm_overhead_after_exit", "the same after the container ran and exited"},
       {"guest_touched_after_create", "Rss of the guest RAM mapping (anonymous, guest memory size) after Create"},
       {"rss_delta_after_create", "VmRSS growth of the process across Sandbox::Create"},
+      {"rss_anon_delta_after_create", "RssAnon growth across Sandbox::Create (guest RAM, heap, arenas, stacks)"},
+      {"rss_file_delta_after_create", "RssFile growth across Sandbox::Create (file pages mapped: binaries, images)"},
   };
   for (const Phase& p : mem) {
     std::vector<double> v;
@@ -507,7 +519,7 @@ int Main(int argc, char** argv) {
                          {"command", "true"}}},
               {"rss_method",
                "VmRSS (/proc/self/status) growth across Create minus the Rss of the guest RAM "
-               "mapping(s) (/proc/self/smaps: anonymous, exactly the guest memory size)"},
+               "mapping(s) (/proc/self/smaps: anonymous, at least the guest memory size)"},
               {"failures", failures},
               {"timeline", timeline},
               {"results", results}};
