@@ -81,7 +81,11 @@ absl::Status RemoveSandboxState(const std::string& sandbox_dir, const std::strin
     }
     std::error_code rm;
     std::filesystem::remove_all(d, rm);
-    if (rm) status.Update(absl::InternalError(absl::StrCat("remove ", d, ": ", rm.message())));
+    // containerd runs one `delete` per container of a dead pod, concurrently: another one may
+    // have removed it first.
+    if (rm && rm != std::errc::no_such_file_or_directory) {
+      status.Update(absl::InternalError(absl::StrCat("remove ", d, ": ", rm.message())));
+    }
   };
   if (!container_id.empty()) {
     std::string mine = absl::StrCat(sandbox_dir, "/shared/", container_id);
