@@ -456,6 +456,10 @@ absl::StatusOr<task::DeleteResponse> TaskService::Delete(const task::DeleteReque
   std::string who = Who(id, exec_id);
   task::DeleteResponse resp;
   std::shared_ptr<PodBackend> pod;
+  std::vector<WaitReply> unstarted_waiters;  // answered outside the lock
+  absl::Cleanup answer_unstarted = [&] {
+    for (WaitReply& w : unstarted_waiters) w(absl::NotFoundError(absl::StrCat(who, " was deleted before it ran")));
+  };
   {
     std::lock_guard<std::mutex> lock(mu_);
     VESSEL_ASSIGN_OR_RETURN(Proc * p, FindLocked(id, exec_id));
@@ -468,10 +472,8 @@ absl::StatusOr<task::DeleteResponse> TaskService::Delete(const task::DeleteReque
       resp.set_pid(p->pid);
       resp.set_exit_status(p->exit_status);
       if (p->exited) ToTimestamp(p->exited_at, resp.mutable_exited_at());
-      std::vector<WaitReply> waiters;
-      waiters.swap(p->waiters);
+      unstarted_waiters.swap(p->waiters);
       t.execs.erase(exec_id);
-      for (WaitReply& w : waiters) w(absl::NotFoundError(absl::StrCat(who, " was deleted before it ran")));
       return resp;
     }
     pod = pod_;
@@ -486,6 +488,7 @@ absl::StatusOr<task::DeleteResponse> TaskService::Delete(const task::DeleteReque
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = tasks_.find(id);
+    if (it == tasks_.end()) return absl::NotFoundError(absl::StrCat("task ", id, " not found"));
     Task& t = it->second;
     if (t.rootfs_mounted) {
       absl::Status u = UnmountAll(t.rootfs);
