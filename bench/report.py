@@ -442,6 +442,7 @@ if rows or boots:
     if boots:
         ax = axes[ax_i][0]
         names = list(boots)
+        labelled = set()
         for y, who in enumerate(names):
             vals, plat = boots[who]
             prev = 0
@@ -449,9 +450,13 @@ if rows or boots:
                 if key in vals:
                     ax.barh(y, vals[key] - prev, left=prev, color=plt.cm.Set2.colors[k],
                             label={"first_byte": "launch -> first console byte",
-                                   "init": "-> Run /init", "init_done": "-> init's last line"}[key] if y == 0 else None)
+                                   "init": "-> Run /init", "init_done": "-> init's last line"}[key]
+                            if key not in labelled else None)
+                    labelled.add(key)
                     prev = vals[key]
-            ax.text(prev, y, f" {prev:.2f} s", va="center", fontsize=8)
+            ax.text(prev, y, f" {prev:.2f} s" + ("" if "init_done" in vals else
+                    " (did not reach /init)" if "init" not in vals else " (no init-done line)"),
+                    va="center", fontsize=8)
         ax.set_yticks(range(len(names)), [f"{n} [{boots[n][1][:30]}]" for n in names], fontsize=7)
         ax.set_xlabel("host seconds since launch")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
