@@ -11,7 +11,8 @@
 //     N=1 is the sequential repetitions; N>1 is one round each.
 // Prints a table and, last, one JSON object (also written to --json FILE) in bench/run's schema.
 //   vessel_sandbox_bench [--reps N] [--parallel 1,2] [--vcpus N] [--memory-mib M] [--rootfs DIR]
-//                        [--json FILE] [--verbose]
+//                        [--json FILE] [--verbose] [--rss-detail]
+// --rss-detail: per repetition, the mappings whose Rss grew most across Create.
 // Needs root (share bind mounts) and /dev/kvm. On kvm_pvm hosts the guest kernel is emulated:
 // every boot costs ~40-80 s there and the times measure the emulator, not the product.
 #include <sys/stat.h>
@@ -65,6 +66,7 @@ struct Options {
   std::string rootfs = VESSEL_DEFAULT_ROOTFS;
   std::string json_path;
   bool verbose = false;
+  bool rss_detail = false;
 };
 
 // A "Name:  N kB" field of /proc/self/status (VmRSS, RssAnon, RssFile, RssShmem), KiB.
@@ -111,6 +113,39 @@ std::pair<int, long> GuestRamRssKib(uint64_t size_kib) {
     }
   }
   return {found, rss};
+}
+
+// Rss (KiB) per mapping, keyed by "start-end perms path" (for --rss-detail).
+std::map<std::string, long> MappingRss() {
+  std::map<std::string, long> out;
+  std::ifstream f("/proc/self/smaps");
+  std::string line, key;
+  while (std::getline(f, line)) {
+    if (line.empty()) continue;
+    const std::string first = line.substr(0, line.find(' '));
+    if (first.back() != ':') {
+      std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      key = absl::StrCat(fields[0], " ", fields.size() > 1 ? fields[1] : "", " ",
+                         fields.size() > 5 ? fields[5] : "[anon]");
+    } else if (line.rfind("Rss:", 0) == 0) {
+      out[key] = std::strtol(line.c_str() + 4, nullptr, 10);
+    }
+  }
+  return out;
+}
+
+// Prints the mappings whose Rss grew most between two MappingRss() snapshots.
+void PrintRssGrowth(const std::map<std::string, long>& before, const std::map<std::string, long>& after) {
+  std::vector<std::pair<long, std::string>> grew;
+  for (const auto& [key, rss] : after) {
+    auto it = before.find(key);
+    const long d = rss - (it == before.end() ? 0 : it->second);
+    if (d != 0) grew.emplace_back(d, key);
+  }
+  std::sort(grew.rbegin(), grew.rend());
+  for (size_t i = 0; i < grew.size() && i < 8; ++i) {
+    std::printf("    rss %+8ld KiB  %s\n", grew[i].first, grew[i].second.c_str());
+  }
 }
 
 // The guest kernel's printk time (s, guest clock since its start) of "Run /init", or -1.
@@ -176,6 +211,8 @@ Rep RunOne(const Options& o, const std::string& id, const std::string& state_dir
   const uint64_t guest_kib = o.memory_mib * 1024;
   const long rss0 = VmRssKib(), anon0 = StatusKib("RssAnon"), file0 = StatusKib("RssFile");
   const long guest0 = GuestRamRssKib(guest_kib).second;
+  std::map<std::string, long> maps_before;
+  if (o.rss_detail) maps_before = MappingRss();
   const Clock::time_point t0 = Clock::now();
   absl::StatusOr<std::unique_ptr<Sandbox>> sb = Sandbox::Create(MakeConfig(o, id, state_dir));
   const Clock::time_point t1 = Clock::now();
@@ -187,6 +224,10 @@ Rep RunOne(const Options& o, const std::string& id, const std::string& state_dir
   r.platform = s.platform();
   const long rss1 = VmRssKib(), anon1 = StatusKib("RssAnon"), file1 = StatusKib("RssFile");
   const auto [maps1, guest1] = GuestRamRssKib(guest_kib);
+  if (o.rss_detail) {
+    std::printf("  %s: mappings whose Rss grew most across Sandbox::Create:\n", id.c_str());
+    PrintRssGrowth(maps_before, MappingRss());
+  }
   const SandboxTimeline tl = s.timeline();
   const double boot_s = KernelBootSeconds(s.dir() + "/console.log");
 
@@ -337,10 +378,12 @@ int Main(int argc, char** argv) {
       o.json_path = v;
     } else if (std::strcmp(argv[i], "--verbose") == 0) {
       o.verbose = true;
+    } else if (std::strcmp(argv[i], "--rss-detail") == 0) {
+      o.rss_detail = true;
     } else {
       std::fprintf(stderr,
                    "usage: vessel_sandbox_bench [--reps N] [--parallel 1,2] [--vcpus N] "
-                   "[--memory-mib M] [--rootfs DIR] [--json FILE] [--verbose]\n");
+                   "[--memory-mib M] [--rootfs DIR] [--json FILE] [--verbose] [--rss-detail]\n");
       return 2;
     }
   }
