@@ -292,10 +292,17 @@ int RunDelete(const ShimFlags& flags) {
   absl::Status u = UnmountAll(bundle + "/rootfs");
   if (!u.ok()) std::cerr << kName << ": delete: " << u.message() << "\n";
 
-  std::string group = flags.id;
+  absl::StatusOr<sandbox::RuntimeConfig> rt = LoadShimRuntimeConfig();
+  if (!rt.ok()) std::cerr << kName << ": delete: " << rt.status().message() << "\n";
+  std::string state_dir = rt.ok() ? ShimStateDir(rt->state_dir, flags.ns) : "";
+  // The pod: from config.json, or, when containerd already removed the bundle (a `ctr task
+  // delete` racing this cleanup), from where the container's state lives.
+  std::string group;
   if (absl::StatusOr<nlohmann::json> spec = ReadSpec(bundle); spec.ok()) {
     if (absl::StatusOr<PodMembership> pod = PodMembershipFromSpec(*spec, flags.id); pod.ok()) group = pod->sandbox_id;
   }
+  if (group.empty() && !state_dir.empty() && IsValidId(flags.id)) group = FindSandboxOf(state_dir, flags.id);
+  if (group.empty()) group = flags.id;
   bool shim_alive = false;
   if (absl::StatusOr<std::string> address = SocketAddress(flags.address, flags.ns, group); address.ok()) {
     if (absl::StatusOr<std::string> path = SocketPath(*address); path.ok()) {
@@ -303,14 +310,9 @@ int RunDelete(const ShimFlags& flags) {
       if (!shim_alive) ::unlink(path->c_str());
     }
   }
-  if (!shim_alive && IsValidId(group) && IsValidId(flags.id)) {
-    absl::StatusOr<sandbox::RuntimeConfig> rt = LoadShimRuntimeConfig();
-    if (!rt.ok()) {
-      std::cerr << kName << ": delete: " << rt.status().message() << "\n";
-    } else {
-      absl::Status c = RemoveSandboxState(SandboxStateDir(ShimStateDir(rt->state_dir, flags.ns), group), flags.id);
-      if (!c.ok()) std::cerr << kName << ": delete: " << c.message() << "\n";
-    }
+  if (!shim_alive && !state_dir.empty() && IsValidId(group) && IsValidId(flags.id)) {
+    absl::Status c = RemoveSandboxState(SandboxStateDir(state_dir, group), flags.id);
+    if (!c.ok()) std::cerr << kName << ": delete: " << c.message() << "\n";
   }
   std::string bytes = DeleteResponseBytes(pid, absl::Now());
   std::cout.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));

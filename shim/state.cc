@@ -50,6 +50,15 @@ std::string SandboxStateDir(const std::string& state_dir, const std::string& san
   return absl::StrCat(state_dir, "/sandboxes/", sandbox_id);
 }
 
+std::string FindSandboxOf(const std::string& state_dir, const std::string& container_id) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(state_dir + "/sandboxes", ec)) {
+    std::error_code e2;
+    if (std::filesystem::exists(entry.path() / "shared" / container_id, e2)) return entry.path().filename().string();
+  }
+  return "";
+}
+
 std::vector<std::string> MountsUnder(const std::string& dir, const std::string& mountinfo_text) {
   std::vector<std::string> found;
   for (absl::string_view line : absl::StrSplit(mountinfo_text, '\n', absl::SkipEmpty())) {

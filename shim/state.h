@@ -18,6 +18,10 @@ std::string ShimStateDir(const std::string& base, const std::string& ns);
 // <state_dir>/sandboxes/<sandbox_id>, as the SDK lays it out.
 std::string SandboxStateDir(const std::string& state_dir, const std::string& sandbox_id);
 
+// The sandbox whose share holds <container_id> (<state_dir>/sandboxes/*/shared/<container_id>),
+// "" if none. Container ids are unique in a namespace, so at most one matches.
+std::string FindSandboxOf(const std::string& state_dir, const std::string& container_id);
+
 // Mount points at or below `dir` in a /proc/self/mountinfo text, deepest first, octal escapes
 // (\040) decoded, each once.
 std::vector<std::string> MountsUnder(const std::string& dir, const std::string& mountinfo_text);

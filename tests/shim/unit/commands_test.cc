@@ -1,6 +1,7 @@
 #include "shim/commands.h"
 
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 #include "rpc/ttrpc/io_thread.h"
 #include "rpc/ttrpc/typed.h"
 #include "shim/address.h"
+#include "shim/mounts.h"
 #include "shim/state.h"
 #include "shim/task_service.h"
 
@@ -82,7 +84,11 @@ class ShimBinaryTest : public ::testing::Test {
     containerd_address_ = dir_ + "/containerd.sock";
   }
   void TearDown() override {
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+    if (dir_.empty()) return;
+    std::ifstream in("/proc/self/mountinfo");
+    std::string info((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (const std::string& m : MountsUnder(dir_, info)) (void)UnmountAll(m);  // a failed test's
+    std::filesystem::remove_all(dir_);
   }
   std::string MakeBundle(const std::string& id, const nlohmann::json& annotations) {
     std::string b = dir_ + "/" + id;
@@ -93,9 +99,9 @@ class ShimBinaryTest : public ::testing::Test {
     return b;
   }
   // Runs the binary in `cwd`; returns its stdout and exit code.
-  std::pair<std::string, int> Run(const std::string& cwd, const std::string& args) {
-    std::string cmd = "cd '" + cwd + "' && env -u TTRPC_ADDRESS " + std::string(VESSEL_SHIM_BINARY) + " " + args +
-                      " </dev/null";
+  std::pair<std::string, int> Run(const std::string& cwd, const std::string& args, const std::string& env = "") {
+    std::string cmd = "cd '" + cwd + "' && env -u TTRPC_ADDRESS " + env + " " + std::string(VESSEL_SHIM_BINARY) + " " +
+                      args + " </dev/null";
     FILE* p = ::popen(cmd.c_str(), "r");
     std::string out;
     char buf[4096];
@@ -159,6 +165,37 @@ TEST_F(ShimBinaryTest, StartServeGroupShutdownDelete) {
   auto [version, rc4] = Run(b1, "-v");
   EXPECT_EQ(rc4, 0);
   EXPECT_NE(version.find("Version"), std::string::npos);
+}
+
+// kill -9 of a pod's shim: containerd runs `delete` per container, possibly after a racing
+// `ctr task delete` removed the bundle. The container's share (a bind mount) must still go, and
+// the sandbox directory with the last one.
+TEST_F(ShimBinaryTest, DeleteAfterADeadPodShimWithoutTheBundle) {
+  std::string state = dir_ + "/state";
+  std::ofstream(dir_ + "/runtime.json") << nlohmann::json({{"state_dir", state}}).dump();
+  std::string env = "VESSEL_RUNTIME_CONFIG=" + dir_ + "/runtime.json";
+  std::string sb = state + "/vessel-test/sandboxes/pod1";
+  std::string user = dir_ + "/user-rootfs";
+  std::filesystem::create_directories(user);
+  std::ofstream(user + "/precious") << "x";
+  std::filesystem::create_directories(sb + "/shared/pod1");
+  std::filesystem::create_directories(sb + "/shared/app/rootfs");
+  ASSERT_EQ(::mount(user.c_str(), (sb + "/shared/app/rootfs").c_str(), nullptr, MS_BIND, nullptr), 0);
+  std::string flags = "-namespace vessel-test -address " + containerd_address_ + " -publish-binary /bin/false";
+
+  auto [bytes, rc] = Run(dir_, flags + " -id app -bundle " + dir_ + "/gone delete", env);
+  ASSERT_EQ(rc, 0);
+  task::DeleteResponse d;
+  ASSERT_TRUE(d.ParseFromString(bytes));
+  EXPECT_FALSE(std::filesystem::exists(sb + "/shared/app"));
+  EXPECT_TRUE(std::filesystem::exists(sb + "/shared/pod1"));
+  EXPECT_TRUE(std::filesystem::exists(user + "/precious"));
+
+  std::string b = MakeBundle("pod1", {{"io.kubernetes.cri.container-type", "sandbox"},
+                                      {"io.kubernetes.cri.sandbox-id", "pod1"}});
+  auto [bytes2, rc2] = Run(b, flags + " -id pod1 -bundle " + b + " delete", env);
+  ASSERT_EQ(rc2, 0);
+  EXPECT_FALSE(std::filesystem::exists(sb));
 }
 
 TEST_F(ShimBinaryTest, StartWithoutConfigJsonFails) {

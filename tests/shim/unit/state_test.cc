@@ -17,6 +17,19 @@ TEST(StateDirTest, Layout) {
   EXPECT_EQ(SandboxStateDir("/run/vessel/k8s.io", "pod1"), "/run/vessel/k8s.io/sandboxes/pod1");
 }
 
+TEST(FindSandboxOfTest, ByTheContainersShare) {
+  char tmpl[] = "/tmp/vessel-shim-find-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  std::filesystem::create_directories(dir + "/sandboxes/pod1/shared/pod1");
+  std::filesystem::create_directories(dir + "/sandboxes/pod1/shared/app");
+  std::filesystem::create_directories(dir + "/sandboxes/solo/shared/solo");
+  EXPECT_EQ(FindSandboxOf(dir, "app"), "pod1");
+  EXPECT_EQ(FindSandboxOf(dir, "solo"), "solo");
+  EXPECT_EQ(FindSandboxOf(dir, "nobody"), "");
+  EXPECT_EQ(FindSandboxOf(dir + "/missing", "app"), "");
+  std::filesystem::remove_all(dir);
+}
+
 TEST(MountsUnderTest, DeepestFirstWithEscapes) {
   std::string info =
       "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
