@@ -523,7 +523,12 @@ if bars or comps:
     if comps:
         ax.barh(range(len(comps)), [c["ratio"] for c in comps], color="tab:blue")
         ax.axvline(1, color="k", lw=1)
-        ax.set_xlim(0, max([c["ratio"] for c in comps] + [1]) * 1.25)
+        rs = [c["ratio"] for c in comps]
+        if max(rs) / max(min(rs), 1e-9) > 20:  # a log scale keeps 0.5x and 300x both readable
+            ax.set_xscale("log")
+            ax.set_xlim(min(rs + [1]) / 2, max(rs + [1]) * 4)
+        else:
+            ax.set_xlim(0, max(rs + [1]) * 1.25)
         ax.set_yticks(range(len(comps)), [f"{c['name']}\n/ {c['ratio_to']}" for c in comps], fontsize=7)
         for y, c in enumerate(comps):
             ax.text(c["ratio"], y, f" {c['ratio']:.2f}x", va="center", fontsize=7)
