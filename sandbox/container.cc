@@ -112,6 +112,18 @@ absl::Status ContainerImpl::Create(ContainerConfig config) {
         m->set_source(absl::StrCat(kGuestShareDir, "/", id_, "/mounts/", bind.mount_index));
       }
     }
+    if (sandbox_->has_dns()) {
+      bool mounted = false;
+      for (const v1::Mount& m : req.mounts()) mounted = mounted || m.destination() == "/etc/resolv.conf";
+      if (!mounted) {
+        v1::Mount* m = req.add_mounts();
+        m->set_destination("/etc/resolv.conf");
+        m->set_type("bind");
+        m->set_source(absl::StrCat(kGuestShareDir, "/resolv.conf"));
+        m->add_options("rbind");
+        m->add_options("ro");
+      }
+    }
     req.set_container_id(id_);
     req.set_rootfs(absl::StrCat(kGuestShareDir, "/", id_, "/rootfs"));
     req.mutable_process()->set_terminal(config.stdio.terminal);

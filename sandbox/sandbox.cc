@@ -166,6 +166,22 @@ absl::Status SandboxImpl::Boot() {
   storage->set_fstype("virtiofs");
   storage->set_mount_point(kGuestShareDir);
   for (const std::string& line : config_.dns) req.add_dns(line);
+  if (!config_.dns.empty()) {
+    // Also in the share, for the containers (each gets it at /etc/resolv.conf unless its spec
+    // mounts one, as Docker and CRI do).
+    std::string text;
+    for (const std::string& line : config_.dns) {
+      if (line.find('\n') != std::string::npos) {
+        return absl::InvalidArgumentError("a DNS line contains a newline: give one entry per line");
+      }
+      absl::StrAppend(&text, line, "\n");
+    }
+    std::string path = share_dir_ + "/resolv.conf";
+    ScopedFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+    if (!fd.valid() || ::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+      return ErrnoStatus("write " + path);
+    }
+  }
   if (pod.has_value()) {
     // The guest kernel is built without IPv6 (guest/kernel/vessel.config): pass IPv4 only.
     auto is_v6 = [](const std::string& a) { return a.find(':') != std::string::npos; };
@@ -309,7 +325,8 @@ absl::Status SandboxImpl::Stop(std::chrono::milliseconds deadline) {
                       [&] { return vm_exit_.has_value(); });
     if (!vm_exit_.has_value()) {
       lock.unlock();
-      LogInfo("sandbox ", config_.id, ": the VM did not power off in time; stopping it");
+      LogWarning("sandbox ", config_.id, ": the VM did not power off in time; stopping it. "
+                 "The guest console ended with:\n", ConsoleTail(1500));
       machine_->Stop();
     }
   }

@@ -109,6 +109,7 @@ class SandboxImpl {
   const std::string& share_dir() const { return share_dir_; }
   uint32_t NextPort() { return next_port_.fetch_add(1); }
   const SandboxEvents& events() const { return events_; }
+  bool has_dns() const { return !config_.dns.empty(); }
   bool agent_alive() const { return agent_ != nullptr && !agent_->raw().closed(); }
 
  private:

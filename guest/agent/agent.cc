@@ -251,17 +251,30 @@ absl::Status Agent::DestroySandbox(const v1::DestroySandboxRequest& req) {
     if (!req.sandbox_id().empty() && req.sandbox_id() != sandbox_id_) {
       return absl::NotFoundError(absl::StrCat("no sandbox '", req.sandbox_id(), "'"));
     }
-    // Out of the map first: KillAndWaitLocked lets go of mu_ while it waits.
+    // No new containers from here on. The containers stay in the map while they are killed: the
+    // reaper finds their processes through by_pid_ and marks them reaped (KillAndWaitLocked lets go
+    // of mu_ while it waits, so each one is looked up again afterwards).
     sandbox_created_ = false;
+    std::vector<std::string> ids;
+    for (auto& [id, c] : containers_) ids.push_back(id);
+    for (const std::string& id : ids) {
+      auto it = containers_.find(id);
+      if (it != containers_.end() && it->second != nullptr) KillAndWaitLocked(lock, *it->second);
+    }
     for (auto& [id, c] : containers_) removed.push_back(std::move(c));
     containers_.clear();
-    for (auto& c : removed) KillAndWaitLocked(lock, *c);
     storages = std::move(sandbox_storages_);
     sandbox_storages_.clear();
     if (pidns_holder_ > 0) {
-      // Reaped here (the reaper waits on mu_): nothing may outlive the sandbox, not even a zombie.
-      ::kill(pidns_holder_, SIGKILL);
-      while (::waitpid(pidns_holder_, nullptr, 0) < 0 && errno == EINTR) {
+      // The holder is PID 1 of the shared namespace: killed, it exits only once everything in the
+      // namespace has been reaped, by the reaper, which takes mu_. So wait for it with mu_
+      // released (the reaper reaps the holder itself as an unknown child).
+      const pid_t holder = pidns_holder_;
+      ::kill(holder, SIGKILL);
+      if (!reaped_cv_.wait_for(lock, kKillWait,
+                               [holder] { return ::kill(holder, 0) != 0 && errno == ESRCH; })) {
+        LogWarning("agent: the sandbox PID namespace's holder ", holder, " is still there ",
+                   kKillWait.count(), " s after SIGKILL");
       }
     }
     pidns_holder_ = -1;
@@ -393,8 +406,13 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(
   if (c->cgroup.valid()) {
     VESSEL_ASSIGN_OR_RETURN(procs, c->cgroup.OpenProcs());
   }
+  PtyPlace pty;
+  for (const v1::Mount& m : req.mounts()) {
+    pty.in_child = pty.in_child || (m.type() == "devpts" && m.destination() == "/dev/pts");
+  }
+  pty.in_child = pty.in_child && process.terminal;
   VESSEL_ASSIGN_OR_RETURN(ChildStdio stdio,
-                          OpenChildStdio(*options_.connector, req.stdio(), process.terminal));
+                          OpenChildStdio(*options_.connector, req.stdio(), process.terminal, pty));
 
   SpawnRequest spawn;
   spawn.process = &process;
@@ -424,14 +442,38 @@ absl::StatusOr<v1::CreateContainerResponse> Agent::CreateContainer(
     creating_.erase(id);
   }
   std::move(unreserve).Cancel();
+  ScopedFd terminal_socket = std::move(stdio.terminal_socket);  // relayed once the child has a pty
   stdio = ChildStdio();  // the child has its copies
   procs.reset();
 
-  absl::Status ready = ReadChildReport(report.get(), /*expect_ready=*/true);
+  int child_master = -1;
+  absl::Status ready = ReadChildReport(report.get(), /*expect_ready=*/true, &child_master);
+  ScopedFd master;
+  if (ready.ok() && pty.in_child) {
+    pid_t pid;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = containers_.find(id);
+      pid = it == containers_.end() ? -1 : it->second->init->pid;
+    }
+    ScopedFd pidfd(pid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)) : -1);
+    if (!pidfd.valid()) {
+      ready = ErrnoStatus("pidfd_open the container's init (to take its pty)");
+    } else {
+      master.reset(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), child_master, 0)));
+      if (!master.valid()) ready = ErrnoStatus("pidfd_getfd the container's pty master");
+    }
+  }
   std::unique_lock<std::mutex> lock(mu_);
   auto it = containers_.find(id);
   if (it == containers_.end())
     return absl::AbortedError(absl::StrCat("container '", id, "' was removed while being created"));
+  if (ready.ok() && master.valid()) {
+    ChildStdio relay;
+    relay.pty_master = std::move(master);
+    relay.terminal_socket = std::move(terminal_socket);
+    (void)StartRelay(id, "", *it->second->init, relay);
+  }
   if (ready.ok()) {
     it->second->report_fd = std::move(report);
     if (it->second->cgroup.valid() && oom_watcher_ != nullptr)
@@ -532,8 +574,12 @@ absl::StatusOr<v1::ExecProcessResponse> Agent::ExecProcess(const v1::ExecProcess
     unreserve();
     return namespaces.status();
   }
+  // A terminal for an exec comes from the container's own devpts when it has one.
+  PtyPlace pty;
+  std::string devpts = absl::StrCat("/proc/", init_pid, "/root/dev/pts");
+  if (process.terminal && ::access((devpts + "/ptmx").c_str(), F_OK) == 0) pty.devpts_dir = devpts;
   absl::StatusOr<ChildStdio> stdio =
-      OpenChildStdio(*options_.connector, req.stdio(), process.terminal);
+      OpenChildStdio(*options_.connector, req.stdio(), process.terminal, pty);
   if (!stdio.ok()) {
     unreserve();
     return stdio.status();

@@ -8,6 +8,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,6 +35,8 @@ struct AgentOptions {
   // Host mode: never touch the machine's hostname (only container UTS namespaces).
   bool host_mode = false;
   std::unique_ptr<HostConnector> connector;
+  // Called after a DestroySandbox RPC succeeded (as PID 1: power the VM off). May be empty.
+  std::function<void()> on_sandbox_destroyed;
 };
 
 class Agent {
@@ -44,6 +47,7 @@ class Agent {
   Agent& operator=(const Agent&) = delete;
 
   absl::Status CreateSandbox(const v1::CreateSandboxRequest& req);
+  const AgentOptions& options() const { return options_; }
   absl::Status DestroySandbox(const v1::DestroySandboxRequest& req);
   absl::StatusOr<v1::CreateContainerResponse> CreateContainer(
       const v1::CreateContainerRequest& req);

@@ -23,6 +23,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <chrono>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -133,6 +134,17 @@ int AgentMain(int argc, char** argv) {
   }
   options.connector =
       flags->stdio_dir.empty() ? MakeVsockConnector() : MakeUnixConnector(flags->stdio_dir);
+  if (pid1) {
+    // The sandbox is over: shut down (and power off) as on SIGTERM. The signal is raised a moment
+    // later so the DestroySandbox answer usually leaves first; the host also treats the VM's end
+    // as the answer.
+    options.on_sandbox_destroyed = [] {
+      std::thread([] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        ::kill(::getpid(), SIGTERM);
+      }).detach();
+    };
+  }
   absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Create(std::move(options));
   if (!agent.ok()) {
     LogError("agent: ", agent.status().message());

@@ -28,6 +28,10 @@ constexpr const char* kMaskedPaths[] = {
     "/proc/acpi",          "/proc/asound",     "/proc/kcore",       "/proc/keys",
     "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
     "/proc/scsi",          "/sys/firmware"};
+constexpr const char* kDefaultDevices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+constexpr std::pair<const char*, const char*> kDefaultDevLinks[] = {
+    {"fd", "/proc/self/fd"},          {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+    {"stderr", "/proc/self/fd/2"},    {"ptmx", "pts/ptmx"},         {"core", "/proc/kcore"}};
 constexpr const char* kReadonlyPaths[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                                           "/proc/sysrq-trigger"};
 
@@ -160,6 +164,25 @@ absl::StatusOr<RootfsPlan> PlanRootfs(const std::string& root, const std::string
                             absl::StrCat("set propagation of ", m.destination())});
     }
   }
+  // A tmpfs /dev (every runc-style spec has one) gets the devices and links programs expect, as
+  // runc creates them: the device nodes bind-mounted from the agent's /dev (no mknod needed).
+  bool dev_tmpfs = false;
+  for (const v1::Mount& m : mounts) {
+    dev_tmpfs = dev_tmpfs || (m.destination() == "/dev" && m.type() == "tmpfs");
+  }
+  if (dev_tmpfs) {
+    for (const char* name : kDefaultDevices) {
+      std::string dest = absl::StrCat("/dev/", name);
+      std::string target = absl::StrCat(plan.rootfs, dest);
+      plan.steps.push_back({MountStep::Kind::kTouch, "", target, "", "", 0, "create " + dest});
+      plan.steps.push_back({MountStep::Kind::kMount, dest, target, "", "", MS_BIND,
+                            absl::StrCat("bind device ", dest)});
+    }
+    for (const auto& [name, link] : kDefaultDevLinks) {
+      plan.steps.push_back({MountStep::Kind::kSymlink, link, absl::StrCat(plan.rootfs, "/dev/", name),
+                            "", "", 0, absl::StrCat("symlink /dev/", name)});
+    }
+  }
   for (const char* path : kMaskedPaths) {
     plan.steps.push_back({MountStep::Kind::kMask, "/dev/null", absl::StrCat(plan.rootfs, path),
                           "tmpfs", "", 0, absl::StrCat("mask ", path)});
@@ -219,6 +242,15 @@ int MountOn(const MountStep& step, const char* target) {
 int RunStep(const MountStep& step, int root_fd) {
   char path[32];
   switch (step.kind) {
+    case MountStep::Kind::kSymlink: {
+      int parent = OpenInRoot(root_fd, step.rel_parent, O_PATH | O_DIRECTORY);
+      if (parent < 0) return errno;
+      int rc = ::symlinkat(step.source.c_str(), parent, step.name.c_str()) != 0 && errno != EEXIST
+                   ? errno
+                   : 0;
+      ::close(parent);
+      return rc;
+    }
     case MountStep::Kind::kMkdir:
     case MountStep::Kind::kTouch: {
       int parent = OpenInRoot(root_fd, step.rel_parent, O_PATH | O_DIRECTORY);

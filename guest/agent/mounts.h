@@ -22,6 +22,7 @@ struct MountStep {
     kMount,  // mount(source, target, fstype, flags, data)
     kMask,   // masked path: /dev/null over a file, read-only tmpfs over a directory; absent: skip
     kReadonly,  // read-only path: bind onto itself, remount read-only; absent: skip
+    kSymlink,   // symlink at target pointing to source (EEXIST fine)
   };
   Kind kind = Kind::kMount;
   std::string source, target, fstype, data;

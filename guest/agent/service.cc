@@ -76,7 +76,12 @@ absl::Status RegisterAgentService(ttrpc::Server& server, boost::asio::thread_poo
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterBlocking<v1::CreateSandboxRequest, Empty>(
       server, pool, s, "CreateSandbox", ToEmpty(&Agent::CreateSandbox, agent))));
   VESSEL_RETURN_IF_ERROR((ttrpc::RegisterBlocking<v1::DestroySandboxRequest, Empty>(
-      server, pool, s, "DestroySandbox", ToEmpty(&Agent::DestroySandbox, agent))));
+      server, pool, s, "DestroySandbox",
+      [&agent](const CallContext&, const v1::DestroySandboxRequest& req) -> absl::StatusOr<Empty> {
+        VESSEL_RETURN_IF_ERROR(agent.DestroySandbox(req));
+        if (agent.options().on_sandbox_destroyed) agent.options().on_sandbox_destroyed();
+        return Empty();
+      })));
   VESSEL_RETURN_IF_ERROR(
       (ttrpc::RegisterBlocking<v1::CreateContainerRequest, v1::CreateContainerResponse>(
           server, pool, s, "CreateContainer",

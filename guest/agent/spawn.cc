@@ -148,12 +148,13 @@ absl::StatusOr<int> RlimitResource(absl::string_view name) {
   ::_exit(127);
 }
 
-// Closes every fd from 3 up but `a` and `b` (-1: none), so that a child blocked before exec
+// Closes every fd from 3 up but `a`, `b` and `c` (-1: none), so that a child blocked before exec
 // holds no other process's stdio sockets or the agent's connections.
-void CloseAllExcept(int a, int b) {
-  if (a > b) std::swap(a, b);
+void CloseAllExcept(int a, int b, int c) {
+  int keeps[3] = {a, b, c};
+  std::sort(keeps, keeps + 3);
   unsigned lo = 3;
-  for (int keep : {a, b}) {
+  for (int keep : keeps) {
     if (keep < 3) continue;
     if (static_cast<unsigned>(keep) > lo) ::syscall(SYS_close_range, lo, keep - 1U, 0U);
     lo = keep + 1U;
@@ -200,7 +201,38 @@ void CloseAllExcept(int a, int b) {
     }
   }
   ChildStdio& io = *req.stdio;
-  if (io.pty_slave.valid()) {
+  int pty_master = -1;
+  if (io.pty_in_child) {
+    // The pty of the container's own devpts (mounted by the steps above), so that its name is
+    // valid in here; the agent takes the master with pidfd_getfd after "ready" (CLOEXEC: gone at
+    // execve).
+    pty_master = ::open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (pty_master < 0) ChildFail(report_fd, errno, "open /dev/pts/ptmx in the container");
+    int unlock = 0;
+    unsigned int n = 0;
+    if (::ioctl(pty_master, TIOCSPTLCK, &unlock) != 0 || ::ioctl(pty_master, TIOCGPTN, &n) != 0) {
+      ChildFail(report_fd, errno, "unlock the container's pty");
+    }
+    char name[32] = "/dev/pts/";
+    char digits[12];
+    int len = 0;
+    do {
+      digits[len++] = static_cast<char>('0' + n % 10);
+      n /= 10;
+    } while (n > 0 && len < 11);
+    size_t at = 9;
+    while (len > 0) name[at++] = digits[--len];
+    name[at] = '\0';
+    int slave = ::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (slave < 0) ChildFail(report_fd, errno, "open the container's pty slave");
+    // The process's user owns its terminal (as runc arranges).
+    if (::fchown(slave, p.uid, static_cast<gid_t>(-1)) != 0) ChildFail(report_fd, errno, "chown the pty");
+    if (::ioctl(slave, TIOCSCTTY, 0) != 0) ChildFail(report_fd, errno, "set the controlling terminal");
+    for (int fd = 0; fd < 3; ++fd) {
+      if (::dup2(slave, fd) < 0) ChildFail(report_fd, errno, "dup2 the pty");
+    }
+    ::close(slave);
+  } else if (io.pty_slave.valid()) {
     if (::ioctl(io.pty_slave.get(), TIOCSCTTY, 0) != 0)
       ChildFail(report_fd, errno, "set the controlling terminal");
     for (int fd = 0; fd < 3; ++fd) {
@@ -212,7 +244,7 @@ void CloseAllExcept(int a, int b) {
     }
   }
   // From here the child holds its stdio and the two pipes (CLOEXEC) only.
-  CloseAllExcept(report_fd, start_fd);
+  CloseAllExcept(report_fd, start_fd, pty_master);
   if (::chdir(p.cwd.c_str()) != 0) ChildFail(report_fd, errno, p.cwd_error.c_str());
   for (const auto& [resource, limit] : p.rlimits) {
     if (::setrlimit(resource, &limit) != 0) ChildFail(report_fd, errno, p.rlimit_error.c_str());
@@ -269,6 +301,7 @@ void CloseAllExcept(int a, int b) {
     ChildReport ready;
     std::memset(&ready, 0, sizeof(ready));
     ready.kind = kReady;
+    ready.err = pty_master;  // the master's fd number in here, or -1
     if (::write(report_fd, &ready, sizeof(ready)) != sizeof(ready)) ::_exit(127);
     char go;
     ssize_t n;
@@ -424,7 +457,7 @@ absl::StatusOr<Spawned> Spawn(SpawnRequest& req) {
   return out;
 }
 
-absl::Status ReadChildReport(int fd, bool expect_ready) {
+absl::Status ReadChildReport(int fd, bool expect_ready, int* pty_master_fd) {
   ChildReport r;
   size_t got = 0;
   if (!ReadFull(fd, &r, sizeof(r), &got, absl::Now() + kReportTimeout)) {
@@ -440,6 +473,7 @@ absl::Status ReadChildReport(int fd, bool expect_ready) {
   }
   if (got != sizeof(r)) return absl::InternalError("short report from the child");
   if (r.kind == kReady) {
+    if (pty_master_fd != nullptr) *pty_master_fd = r.err;
     if (expect_ready) return absl::OkStatus();
     return absl::InternalError("unexpected ready report from the child");
   }

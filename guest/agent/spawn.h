@@ -69,7 +69,9 @@ absl::StatusOr<Spawned> Spawn(SpawnRequest& request);
 // Reads one report from the child. expect_ready: the child must say "ready" (Create); otherwise
 // EOF means the exec happened (Start, Exec). A failure comes back as InvalidArgument (the request
 // could not work: missing executable, bad cwd, bad mount) or Internal, with the child's message.
-absl::Status ReadChildReport(int fd, bool expect_ready);
+// With expect_ready, `pty_master_fd` (may be null) receives the fd number of the pty master a
+// child with ChildStdio::pty_in_child holds (-1 otherwise).
+absl::Status ReadChildReport(int fd, bool expect_ready, int* pty_master_fd = nullptr);
 
 }  // namespace vessel::agent
 

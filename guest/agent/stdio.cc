@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -80,12 +81,30 @@ std::unique_ptr<HostConnector> MakeUnixConnector(std::string dir) {
 }
 
 absl::StatusOr<ChildStdio> OpenChildStdio(HostConnector& connector, const v1::Stdio& stdio,
-                                          bool terminal) {
+                                          bool terminal, const PtyPlace& pty) {
   ChildStdio out;
   if (terminal) {
     if (stdio.terminal_port() != 0) {
       VESSEL_ASSIGN_OR_RETURN(out.terminal_socket,
                               ConnectOrNull(connector, stdio.terminal_port(), "terminal"));
+    }
+    if (pty.in_child) {
+      out.pty_in_child = true;
+      return out;
+    }
+    if (!pty.devpts_dir.empty()) {
+      // In the container's devpts instance: the slave's name is valid inside the container.
+      std::string ptmx = pty.devpts_dir + "/ptmx";
+      out.pty_master.reset(::open(ptmx.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
+      if (!out.pty_master.valid()) return ErrnoStatus("open " + ptmx);
+      int unlock = 0;
+      unsigned int n = 0;
+      if (::ioctl(out.pty_master.get(), TIOCSPTLCK, &unlock) != 0) return ErrnoStatus("unlock the pty");
+      if (::ioctl(out.pty_master.get(), TIOCGPTN, &n) != 0) return ErrnoStatus("get the pty number");
+      std::string slave = absl::StrCat(pty.devpts_dir, "/", n);
+      out.pty_slave.reset(::open(slave.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
+      if (!out.pty_slave.valid()) return ErrnoStatus("open " + slave);
+      return out;
     }
     out.pty_master.reset(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
     if (!out.pty_master.valid()) return ErrnoStatus("posix_openpt");

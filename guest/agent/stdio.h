@@ -40,10 +40,23 @@ struct ChildStdio {
   ScopedFd pty_master;       // terminal: kept by the agent (relay, resize)
   ScopedFd terminal_socket;  // terminal: the host stream relayed to the master
   ScopedFd stdin_control;    // non-terminal: the agent's copy of the stdin socket, for CloseStdin
+  // terminal, container init with its own devpts: the child opens the pty in the container's
+  // /dev/pts after pivot_root (so ttyname() works there) and the agent takes the master from it
+  // with pidfd_getfd once it reports ready; pty_slave/pty_master stay empty.
+  bool pty_in_child = false;
+};
+
+// Where a terminal's pty is allocated.
+struct PtyPlace {
+  // The child allocates it (see ChildStdio::pty_in_child).
+  bool in_child = false;
+  // Otherwise: a devpts directory to open "ptmx" and the slave in (an exec into a running
+  // container: "/proc/<init pid>/root/dev/pts"); empty: the agent's own (posix_openpt).
+  std::string devpts_dir;
 };
 
 absl::StatusOr<ChildStdio> OpenChildStdio(HostConnector& connector, const v1::Stdio& stdio,
-                                          bool terminal);
+                                          bool terminal, const PtyPlace& pty = {});
 
 // Copies pty master <-> socket on its own thread until the pty side ends (every holder of the
 // slave closed it) and all output has been written to the socket; then calls `done`.

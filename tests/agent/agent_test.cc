@@ -631,6 +631,28 @@ TEST_F(AgentTest, SharedSandboxPidNamespace) {
   EXPECT_TRUE(Remove("a").ok());
 }
 
+// What Sandbox::Stop does with a container still running: a WaitProcess in flight, a shared PID
+// namespace, then DestroySandbox answers promptly and the waiter gets the exit.
+TEST_F(AgentTest, DestroySandboxWithRunningContainerAndWaiter) {
+  ASSERT_TRUE(Call<Empty>("DestroySandbox", v1::DestroySandboxRequest()).ok());
+  v1::CreateSandboxRequest sandbox;
+  sandbox.set_sandbox_id("stopme");
+  sandbox.set_sandbox_pidns(true);
+  ASSERT_TRUE(Call<Empty>("CreateSandbox", sandbox).ok());
+  ASSERT_TRUE(
+      Call<v1::CreateContainerResponse>("CreateContainer", Spec("run", {"sleep", "600"})).ok());
+  ASSERT_TRUE(Start("run").ok());
+  absl::StatusOr<uint32_t> waited;
+  std::thread waiter([&] { waited = Wait("run"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(Call<Empty>("DestroySandbox", v1::DestroySandboxRequest()).ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4));
+  waiter.join();
+  EXPECT_TRUE(waited.ok()) << waited.status();
+  EXPECT_EQ(waited.value_or(0), 137u);
+}
+
 TEST_F(AgentTest, DestroySandboxKillsAndUnmounts) {
   fs::create_directories(root_ + "/data");
   ASSERT_TRUE(Call<Empty>("DestroySandbox", v1::DestroySandboxRequest()).ok());

@@ -244,9 +244,12 @@ TEST_F(SandboxE2e, StdinIsPipedThrough) {
 
 TEST_F(SandboxE2e, EnvCwdAndDns) {
   auto [status, out, err] = RunContainer(
-      "env", DefaultOciSpec({"sh", "-c", "echo $FOO; pwd; id -u; hostname"}, {"FOO=bar baz"}, "/tmp"));
+      "env", DefaultOciSpec({"sh", "-c",
+                             "echo $FOO; pwd; id -u; echo x > /dev/null && test -c /dev/urandom && "
+                             "test -L /dev/fd && echo devices-ok; cat /etc/resolv.conf"},
+                            {"FOO=bar baz"}, "/tmp"));
   EXPECT_EQ(status, 0u) << err;
-  EXPECT_TRUE(absl::StartsWith(out, "bar baz\n/tmp\n0\n")) << out;
+  EXPECT_EQ(out, "bar baz\n/tmp\n0\ndevices-ok\nnameserver 10.0.0.53\n");
 }
 
 TEST_F(SandboxE2e, TerminalWithSize) {
@@ -255,7 +258,7 @@ TEST_F(SandboxE2e, TerminalWithSize) {
   ASSERT_EQ(::pipe2(in, O_CLOEXEC), 0);
   ContainerConfig cc;
   cc.id = "tty";
-  cc.spec = DefaultOciSpec({"sh", "-c", "stty size; test -t 0 && test -t 1 && echo on-a-tty; read x; echo got-$x"}, {}, "/", true);
+  cc.spec = DefaultOciSpec({"sh", "-c", "stty size; tty; read x; echo got-$x"}, {}, "/", true);
   cc.rootfs_dir = Rootfs("r1");
   cc.stdio.terminal = true;
   cc.stdio.stdin_fd = in[0];
@@ -266,7 +269,8 @@ TEST_F(SandboxE2e, TerminalWithSize) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE((*c)->ResizeTty(33, 101).ok());
   ASSERT_TRUE((*c)->Start().ok());
-  EXPECT_TRUE(out.WaitFor("on-a-tty", std::chrono::seconds(60))) << out.Text();
+  // tty(1) resolves the name through the container's own /dev/pts (ttyname).
+  EXPECT_TRUE(out.WaitFor("/dev/pts/", std::chrono::seconds(60))) << out.Text();
   ASSERT_EQ(::write(in[1], "abc\n", 4), 4);
   absl::StatusOr<uint32_t> status = (*c)->Wait();
   ::close(in[1]);
