@@ -91,6 +91,7 @@ const Allow kFs[] = {
     {"openat"},     {"openat2"},    {"newfstatat"}, {"fstatfs"},   {"getdents64"},
     {"fchownat"},   {"fchmodat"},   {"fchmod"},     {"utimensat"}, {"readlinkat"},
     {"mkdirat"},    {"mknodat"},    {"symlinkat"},  {"linkat"},    {"unlinkat"},
+    {"renameat"},  // glibc's renameat2() with flags 0 (a plain RENAME)
     {"renameat2"},  {"faccessat"},  {"faccessat2"}, {"lseek"},     {"preadv"},
     {"pwrite64"},   {"ftruncate"},  {"fallocate"},  {"fsync"},     {"fdatasync"},
     {"dup"},
