@@ -130,14 +130,16 @@ absl::Status Machine::Build() {
   VESSEL_RETURN_IF_ERROR(SetUpDevices());
 
   // Kernel, initrd, command line, boot structures.
-  absl::StatusOr<std::vector<uint8_t>> kernel_file = ReadFileBytes(c.kernel_path, kMaxKernelBytes);
+  // Mapped, not read into the heap: a copy there stays with the allocator after it is freed
+  // (~20 MiB of RSS per sandbox created in a long-lived process).
+  absl::StatusOr<ScopedMmap> kernel_file = MapFileReadOnly(c.kernel_path, kMaxKernelBytes);
   if (!kernel_file.ok()) {
     return absl::Status(kernel_file.status().code(),
                         absl::StrCat("kernel: ", kernel_file.status().message()));
   }
-  std::vector<uint8_t> initrd;
+  ScopedMmap initrd;
   if (!c.initrd_path.empty()) {
-    absl::StatusOr<std::vector<uint8_t>> file = ReadFileBytes(c.initrd_path, mem_bytes);
+    absl::StatusOr<ScopedMmap> file = MapFileReadOnly(c.initrd_path, mem_bytes);
     if (!file.ok()) {
       return absl::Status(file.status().code(),
                           absl::StrCat("initrd: ", file.status().message(),
@@ -150,8 +152,8 @@ absl::Status Machine::Build() {
   boot.vcpus = c.vcpus;
   boot.mem_bytes = mem_bytes;
   boot.kernel_path = c.kernel_path;
-  boot.kernel = *kernel_file;
-  boot.initrd = initrd;
+  boot.kernel = absl::Span<const uint8_t>(kernel_file->data(), kernel_file->size());
+  boot.initrd = absl::Span<const uint8_t>(initrd.data(), initrd.size());
   boot.cmdline = cmdline_;
   boot.virtio = virtio_windows_;
   VESSEL_RETURN_IF_ERROR(arch_->LoadBoot(boot, *memory_));

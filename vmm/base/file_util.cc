@@ -35,4 +35,22 @@ absl::StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path, uint
   return data;
 }
 
+absl::StatusOr<ScopedMmap> MapFileReadOnly(const std::string& path, uint64_t max_bytes) {
+  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("open ", path));
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoStatus(absl::StrCat("stat ", path));
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    return absl::OutOfRangeError(absl::StrCat(path, " is ", st.st_size, " bytes; the limit is ",
+                                              max_bytes, " bytes"));
+  }
+  if (st.st_size == 0) return ScopedMmap();
+  void* addr = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  if (addr == MAP_FAILED) return ErrnoStatus(absl::StrCat("mmap ", path));
+  return ScopedMmap(addr, static_cast<size_t>(st.st_size));
+}
+
 }  // namespace vessel
