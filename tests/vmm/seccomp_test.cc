@@ -152,6 +152,24 @@ TEST(SeccompTest, SignalsOnlyToThisProcess) {
   EXPECT_TRUE(KilledBySigsys(status)) << status;
 }
 
+TEST(SeccompTest, LogOnlyModeLetsForbiddenCallsThrough) {
+  // VESSEL_SECCOMP_LOG_ONLY=1 (debugging, deriving lists): the kernel logs what would have been
+  // killed and the call runs.
+  pid_t pid = fork();
+  if (pid == 0) {
+    setenv("VESSEL_SECCOMP_LOG_ONLY", "1", 1);
+    int status = RunFilteredInChild(ThreadKind::kNet, [] {
+      long fd = syscall(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) _exit(6);
+      close(static_cast<int>(fd));
+    });
+    _exit(ExitedZero(status) ? 0 : 7);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(ExitedZero(status)) << status;
+}
+
 TEST(SeccompTest, ThreadFiltersAreCapturedOnlyInsideTheScope) {
   EXPECT_FALSE(seccomp::ForNewThread(ThreadKind::kBlock).enabled());
   {
