@@ -98,9 +98,12 @@ absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(absl::string_view json_text) {
       VESSEL_RETURN_IF_ERROR(string_field(&config.state_dir));
     } else if (key == "kernel_cmdline") {
       VESSEL_RETURN_IF_ERROR(string_field(&config.kernel_cmdline));
+    } else if (key == "seccomp") {
+      if (!v.is_boolean()) return Bad(key, "must be true or false");
+      config.seccomp = v.get<bool>();
     } else {
       return Bad(key, "is not a known setting (kernel, initramfs, vcpus, memory_mib, shared_fs_cache, "
-                      "debug_console, boot_timeout_s, state_dir, kernel_cmdline)");
+                      "debug_console, boot_timeout_s, state_dir, kernel_cmdline, seccomp)");
     }
   }
   VESSEL_RETURN_IF_ERROR(ValidateRuntimeConfig(config));

@@ -86,6 +86,7 @@ absl::Status SandboxImpl::Boot() {
   mc.kernel_path = rt.kernel;
   mc.initrd_path = rt.initramfs;
   mc.extra_cmdline = rt.kernel_cmdline;
+  mc.seccomp = rt.seccomp;
   mc.console_sink = [this](absl::string_view bytes) { OnConsole(bytes); };
   for (const std::string& disk : config_.disks) {
     block::BlockConfig b;

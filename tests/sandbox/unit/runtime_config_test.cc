@@ -84,6 +84,7 @@ TEST_F(RuntimeConfigTest, Defaults) {
   EXPECT_EQ(config.boot_timeout, std::chrono::seconds(300));
   EXPECT_EQ(config.state_dir, "/run/vessel");
   EXPECT_EQ(config.kernel_cmdline, "");
+  EXPECT_TRUE(config.seccomp);
   EXPECT_TRUE(ValidateRuntimeConfig(config).ok()) << ValidateRuntimeConfig(config);
 }
 
@@ -124,7 +125,8 @@ TEST_F(RuntimeConfigTest, EveryKeyWithComments) {
   "debug_console": true,
   "boot_timeout_s": 45,
   "state_dir": "/var/lib/vessel-test",
-  "kernel_cmdline": "quiet loglevel=3"
+  "kernel_cmdline": "quiet loglevel=3",
+  "seccomp": false
 })");
   absl::StatusOr<RuntimeConfig> config = ParseRuntimeConfig(text);
   ASSERT_TRUE(config.ok()) << config.status();
@@ -137,6 +139,7 @@ TEST_F(RuntimeConfigTest, EveryKeyWithComments) {
   EXPECT_EQ(config->boot_timeout, std::chrono::seconds(45));
   EXPECT_EQ(config->state_dir, "/var/lib/vessel-test");
   EXPECT_EQ(config->kernel_cmdline, "quiet loglevel=3");
+  EXPECT_FALSE(config->seccomp);
 }
 
 TEST_F(RuntimeConfigTest, RangeBoundsAreInclusive) {
@@ -184,6 +187,7 @@ TEST_F(RuntimeConfigTest, WrongTypes) {
   ExpectBadKey(R"({"boot_timeout_s": "60"})", "boot_timeout_s", "must be an integer");
   ExpectBadKey(R"({"state_dir": {}})", "state_dir", "must be a string");
   ExpectBadKey(R"({"kernel_cmdline": ["quiet"]})", "kernel_cmdline", "must be a string");
+  ExpectBadKey(R"({"seccomp": "off"})", "seccomp", "must be true or false");
 }
 
 TEST_F(RuntimeConfigTest, OutOfRange) {

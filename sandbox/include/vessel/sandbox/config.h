@@ -36,6 +36,8 @@ struct RuntimeConfig {
   std::string state_dir = "/run/vessel";
   // Appended to the guest kernel command line.
   std::string kernel_cmdline;
+  // Per-thread seccomp filters on the VM's threads (docs/security.md). Off only for debugging.
+  bool seccomp = true;
 };
 
 // The built-in defaults, with kernel/initramfs resolved ($VESSEL_GUEST_DIR, then the build tree).
