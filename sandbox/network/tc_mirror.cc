@@ -132,20 +132,30 @@ absl::StatusOr<TcMirror> TcMirror::Create(const std::string& netns_path,
   return mirror;
 }
 
+namespace {
+
+// "tc qdisc add|del dev IFINDEX ingress" as a netlink request.
+NetlinkMessage IngressQdiscMessage(uint16_t type, uint16_t flags, int ifindex) {
+  NetlinkMessage message(type, flags);
+  tcmsg tcm{};
+  tcm.tcm_family = AF_UNSPEC;
+  tcm.tcm_ifindex = ifindex;
+  tcm.tcm_handle = kIngressHandle;
+  tcm.tcm_parent = TC_H_INGRESS;
+  message.PutHeader(tcm);
+  message.PutString(TCA_KIND, "ingress");
+  return message;
+}
+
+}  // namespace
+
 absl::Status TcMirror::AddRedirect(const std::string& from_name, int from_ifindex,
                                    bool& qdisc_added, const std::string& to_name,
                                    int to_ifindex) {
   NetlinkSocket& socket = *socket_;
   // tc qdisc add dev FROM ingress
   {
-    NetlinkMessage message(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL);
-    tcmsg tcm{};
-    tcm.tcm_family = AF_UNSPEC;
-    tcm.tcm_ifindex = from_ifindex;
-    tcm.tcm_handle = kIngressHandle;
-    tcm.tcm_parent = TC_H_INGRESS;
-    message.PutHeader(tcm);
-    message.PutString(TCA_KIND, "ingress");
+    NetlinkMessage message = IngressQdiscMessage(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, from_ifindex);
     int err = 0;
     absl::Status status =
         socket.Request(message, absl::StrCat("adding an ingress qdisc to ", from_name), &err);
@@ -212,14 +222,7 @@ absl::Status TcMirror::AddRedirect(const std::string& from_name, int from_ifinde
 }
 
 absl::Status TcMirror::DeleteIngress(const std::string& name, int ifindex) {
-  NetlinkMessage message(RTM_DELQDISC, 0);
-  tcmsg tcm{};
-  tcm.tcm_family = AF_UNSPEC;
-  tcm.tcm_ifindex = ifindex;
-  tcm.tcm_handle = kIngressHandle;
-  tcm.tcm_parent = TC_H_INGRESS;
-  message.PutHeader(tcm);
-  message.PutString(TCA_KIND, "ingress");
+  NetlinkMessage message = IngressQdiscMessage(RTM_DELQDISC, 0, ifindex);
   int err = 0;
   absl::Status status =
       socket_->Request(message, absl::StrCat("deleting the ingress qdisc of ", name), &err);
