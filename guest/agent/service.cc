@@ -8,6 +8,7 @@
 #include "absl/strings/strip.h"
 #include "google/protobuf/empty.pb.h"
 #include "guest/agent/fs_util.h"
+#include "guest/agent/machine_state.h"
 #include "rpc/ttrpc/typed.h"
 #include "vmm/base/errors.h"
 
@@ -136,6 +137,20 @@ absl::Status RegisterAgentService(ttrpc::Server& server, boost::asio::thread_poo
         resp.set_agent_version(kAgentVersion);
         resp.set_protocol_version(v1::PROTOCOL_VERSION_CURRENT);
         return resp;
+      })));
+  // The pool: RNDADDENTROPY hashes up to 4 KiB in the (possibly emulated) guest kernel.
+  VESSEL_RETURN_IF_ERROR(
+      (ttrpc::RegisterBlocking<v1::ReseedRandomDevRequest, v1::ReseedRandomDevResponse>(
+          server, pool, s, "ReseedRandomDev",
+          [&agent](const CallContext&, const v1::ReseedRandomDevRequest& req) {
+            return ReseedRandomDev(req, agent.options().host_mode);
+          })));
+  VESSEL_RETURN_IF_ERROR((ttrpc::RegisterUnary<v1::SetGuestDateTimeRequest, Empty>(
+      server, s, "SetGuestDateTime",
+      [&agent](const CallContext&, const v1::SetGuestDateTimeRequest& req)
+          -> absl::StatusOr<Empty> {
+        VESSEL_RETURN_IF_ERROR(SetGuestDateTime(req, agent.options().host_mode));
+        return Empty();
       })));
   return absl::OkStatus();
 }

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -320,10 +321,14 @@ void CloseAllExcept(int a, int b, int c) {
 }
 
 // Reads until `size` bytes, EOF or `deadline`; false with errno (ETIMEDOUT at the deadline).
-bool ReadFull(int fd, void* buf, size_t size, size_t* got, absl::Time deadline) {
+// Monotonic: a SetGuestDateTime jump of the real-time clock does not end the wait.
+bool ReadFull(int fd, void* buf, size_t size, size_t* got,
+              std::chrono::steady_clock::time_point deadline) {
   *got = 0;
   while (*got < size) {
-    int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     deadline - std::chrono::steady_clock::now())
+                     .count();
     if (ms <= 0) {
       errno = ETIMEDOUT;
       return false;
@@ -460,7 +465,8 @@ absl::StatusOr<Spawned> Spawn(SpawnRequest& req) {
 absl::Status ReadChildReport(int fd, bool expect_ready, int* pty_master_fd) {
   ChildReport r;
   size_t got = 0;
-  if (!ReadFull(fd, &r, sizeof(r), &got, absl::Now() + kReportTimeout)) {
+  if (!ReadFull(fd, &r, sizeof(r), &got,
+                std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(kReportTimeout))) {
     if (errno == ETIMEDOUT) {
       return absl::DeadlineExceededError(
           absl::StrCat("the child did not report within ", absl::FormatDuration(kReportTimeout)));

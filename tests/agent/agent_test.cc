@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -24,6 +25,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -309,6 +311,61 @@ TEST_F(AgentTest, VersionAndHealth) {
   v1::CreateSandboxRequest again;
   again.set_sandbox_id("sb");
   EXPECT_EQ(Call<Empty>("CreateSandbox", again).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+// Host mode: the bytes go into the host's pool uncredited (entropy_count 0), then RNDRESEEDCRNG.
+TEST_F(AgentTest, ReseedRandomDev) {
+  v1::ReseedRandomDevRequest req;
+  absl::StatusOr<v1::ReseedRandomDevResponse> empty =
+      Call<v1::ReseedRandomDevResponse>("ReseedRandomDev", req);
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(empty.status().message(), HasSubstr("empty"));
+  std::string random(4097, '\0');
+  {
+    std::ifstream urandom("/dev/urandom", std::ios::binary);
+    ASSERT_TRUE(urandom.read(random.data(), static_cast<std::streamsize>(random.size())));
+  }
+  req.set_data(random);
+  absl::StatusOr<v1::ReseedRandomDevResponse> too_big =
+      Call<v1::ReseedRandomDevResponse>("ReseedRandomDev", req);
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_big.status().message(), HasSubstr("4097 bytes: at most 4096"));
+  for (size_t size : {size_t{4096}, size_t{1}}) {
+    req.set_data(random.substr(0, size));
+    absl::StatusOr<v1::ReseedRandomDevResponse> resp =
+        Call<v1::ReseedRandomDevResponse>("ReseedRandomDev", req);
+    ASSERT_TRUE(resp.ok()) << resp.status();
+    EXPECT_EQ(resp->entropy_bits_credited(), 0u) << "host mode never credits the host's pool";
+    EXPECT_TRUE(resp->crng_reseeded()) << "the host's CRNG is initialized";
+    EXPECT_GT(resp->entropy_avail_after(), 0u);
+    EXPECT_GE(resp->entropy_avail_after(), resp->entropy_avail_before());
+  }
+}
+
+// Host mode: validated, then not applied: the host's clock stays where it is.
+TEST_F(AgentTest, SetGuestDateTimeValidatesAndLeavesTheHostClock) {
+  auto set = [&](int64_t sec, int64_t usec) {
+    v1::SetGuestDateTimeRequest req;
+    req.set_sec(sec);
+    req.set_usec(usec);
+    return Call<Empty>("SetGuestDateTime", req).status();
+  };
+  for (auto [sec, usec, what] : std::vector<std::tuple<int64_t, int64_t, const char*>>{
+           {-1, 0, "sec is -1"},
+           {8277292036, 0, "sec is 8277292036: must be 0..8277292035"},
+           {0, 1000000, "usec is 1000000: must be 0..999999"},
+           {0, -1, "usec is -1"}}) {
+    absl::Status status = set(sec, usec);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << sec << "." << usec;
+    EXPECT_THAT(status.message(), HasSubstr(what));
+  }
+  const int64_t before = static_cast<int64_t>(::time(nullptr));
+  EXPECT_TRUE(set(before + 1000000, 999999).ok());
+  EXPECT_TRUE(set(8277292035, 0).ok());
+  EXPECT_TRUE(set(0, 0).ok());
+  const int64_t after = static_cast<int64_t>(::time(nullptr));
+  EXPECT_GE(after, before);
+  EXPECT_LT(after - before, 10) << "the host's clock moved";
 }
 
 TEST_F(AgentTest, LifecycleStdoutAndExitCodes) {
