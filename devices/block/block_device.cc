@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "devices/virtio/virtio_ring.h"
+#include "vessel/snapshot/v1/snapshot.pb.h"
 #include "vmm/seccomp/seccomp.h"
 
 namespace vessel::block {
@@ -98,10 +99,16 @@ absl::Status BlockDevice::Activate(const virtio::ActivateContext& context) {
   if (context.queues.size() != 1 || !context.queues[0]->ready()) {
     return absl::FailedPreconditionError("virtio-blk: the request queue is not ready");
   }
-  std::lock_guard lock(mu_);
-  ctx_ = context;
-  active_ = true;
-  queue_broken_ = false;
+  {
+    std::lock_guard lock(mu_);
+    ctx_ = context;
+    active_ = true;
+    queue_broken_ = false;
+    // A restored queue: process the chains already available (no kick will come for them).
+    if (restored_) kicked_ = true;
+    restored_ = false;
+  }
+  cv_.notify_all();
   return absl::OkStatus();
 }
 
@@ -116,16 +123,77 @@ void BlockDevice::NotifyQueue(uint16_t) {
 
 void BlockDevice::Reset() {
   std::unique_lock lock(mu_);
+  pause_requested_.store(true);  // the I/O thread stops after the request in flight
   cv_.wait(lock, [this] { return !busy_; });  // in-flight requests finish first
   active_ = false;
   kicked_ = false;
+  paused_ = false;
+  restored_ = false;
+  pause_requested_.store(false);
   ctx_ = virtio::ActivateContext{};
+}
+
+absl::Status BlockDevice::Pause() {
+  std::unique_lock lock(mu_);
+  if (!active_ || paused_) return absl::OkStatus();
+  paused_ = true;
+  pause_requested_.store(true);
+  cv_.wait(lock, [this] { return !busy_; });  // the request in flight finishes first
+  return absl::OkStatus();
+}
+
+void BlockDevice::Unpause() {
+  {
+    std::lock_guard lock(mu_);
+    if (!paused_) return;
+    paused_ = false;
+    pause_requested_.store(false);
+    kicked_ = true;  // what became available meanwhile
+  }
+  cv_.notify_all();
+}
+
+absl::StatusOr<std::string> BlockDevice::SaveState() const {
+  snapshot::v1::BlockState state;
+  state.set_path(config_.path);
+  state.set_st_dev(backend_.dev());
+  state.set_st_ino(backend_.ino());
+  state.set_size_bytes(backend_.size_bytes());
+  state.set_read_only(config_.read_only);
+  return state.SerializeAsString();
+}
+
+absl::Status BlockDevice::RestoreState(absl::string_view bytes) {
+  snapshot::v1::BlockState state;
+  if (!state.ParseFromString(std::string(bytes)) || state.path().empty() || state.st_ino() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "virtio-blk ", config_.path, ": the snapshot's device state is not a virtio-blk state (",
+        bytes.size(), " bytes)"));
+  }
+  if (state.st_dev() != backend_.dev() || state.st_ino() != backend_.ino() ||
+      state.size_bytes() != backend_.size_bytes()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "virtio-blk: the snapshot's disk %s (device %#x inode %d, %d bytes) is not the restoring "
+        "disk %s (device %#x inode %d, %d bytes): a restore needs the very same file, unchanged "
+        "in size",
+        state.path(), state.st_dev(), state.st_ino(), state.size_bytes(), config_.path,
+        backend_.dev(), backend_.ino(), backend_.size_bytes()));
+  }
+  if (state.read_only() != config_.read_only) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "virtio-blk: the snapshot's disk ", state.path(), " was ",
+        state.read_only() ? "read-only" : "read-write", ", the restoring disk ", config_.path, " is ",
+        config_.read_only ? "read-only" : "read-write"));
+  }
+  std::lock_guard lock(mu_);
+  restored_ = true;
+  return absl::OkStatus();
 }
 
 void BlockDevice::IoThread() {
   std::unique_lock lock(mu_);
   for (;;) {
-    cv_.wait(lock, [this] { return stopping_ || (kicked_ && active_); });
+    cv_.wait(lock, [this] { return stopping_ || (kicked_ && active_ && !paused_); });
     if (stopping_) return;
     kicked_ = false;
     busy_ = true;
@@ -143,6 +211,8 @@ void BlockDevice::ProcessQueue() {
   GuestMemory& memory = *ctx_.memory;
   bool completed = false;
   for (;;) {
+    // Pause (or Reset): stop before the next request; Unpause kicks the queue again.
+    if (pause_requested_.load()) break;
     absl::StatusOr<std::optional<virtio::DescriptorChain>> chain = queue->Pop(memory);
     if (!chain.ok()) {
       // The ring itself is corrupt: stop using it until the driver resets the device.

@@ -7,11 +7,16 @@
 // VIRTIO_BLK_S_IOERR / S_UNSUPP and a rate-limited log line, never a write outside the image.
 // A chain that is malformed or cannot carry a status byte has no in-band way to fail: the device
 // sets DEVICE_NEEDS_RESET and stops the queue until the driver resets it.
+// Snapshot: Pause() lets the request in flight finish and stops the I/O thread before the next
+// one; SaveState() records the disk's identity (path, st_dev/st_ino, size, read-only) and
+// RestoreState() refuses a different file; the Activate() after it processes the chains already
+// available.
 #ifndef VESSEL_DEVICES_BLOCK_BLOCK_DEVICE_H_
 #define VESSEL_DEVICES_BLOCK_BLOCK_DEVICE_H_
 
 #include <linux/virtio_blk.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -51,6 +56,10 @@ class BlockDevice : public virtio::VirtioDevice {
   absl::Status Activate(const virtio::ActivateContext& context) override;
   void NotifyQueue(uint16_t index) override;
   void Reset() override;
+  absl::Status Pause() override;
+  void Unpause() override;
+  absl::StatusOr<std::string> SaveState() const override;
+  absl::Status RestoreState(absl::string_view state) override;
 
   uint64_t capacity_sectors() const { return backend_.size_bytes() / kSectorSize; }
   // Runs the queue until it is empty, on the calling thread (the I/O thread; tests).
@@ -82,6 +91,10 @@ class BlockDevice : public virtio::VirtioDevice {
   bool kicked_ = false;
   bool busy_ = false;
   bool stopping_ = false;
+  bool paused_ = false;
+  bool restored_ = false;  // RestoreState succeeded: the next Activate processes the queue
+  // Set while paused: ProcessQueue stops before the next request (read without mu_).
+  std::atomic<bool> pause_requested_{false};
   bool queue_broken_ = false;
   std::thread io_thread_;
   RateLimiter log_;

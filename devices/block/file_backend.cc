@@ -29,7 +29,8 @@ absl::StatusOr<FileBackend> FileBackend::Open(const std::string& path, bool read
   } else {
     return absl::InvalidArgumentError(absl::StrCat("disk ", path, " is neither a regular file nor a block device"));
   }
-  return FileBackend(std::move(fd), size, read_only);
+  return FileBackend(std::move(fd), size, read_only, static_cast<uint64_t>(st.st_dev),
+                     static_cast<uint64_t>(st.st_ino));
 }
 
 absl::Status FileBackend::ReadAt(uint64_t offset, absl::Span<uint8_t> dst) const {

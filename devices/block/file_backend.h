@@ -20,6 +20,9 @@ class FileBackend {
 
   uint64_t size_bytes() const { return size_; }
   bool read_only() const { return read_only_; }
+  // The opened file's identity (fstat st_dev / st_ino): a snapshot restore checks it.
+  uint64_t dev() const { return dev_; }
+  uint64_t ino() const { return ino_; }
   // Whole-buffer positioned I/O: short transfers are retried, EOF is an error.
   absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> dst) const;
   absl::Status WriteAt(uint64_t offset, absl::Span<const uint8_t> src);
@@ -28,11 +31,13 @@ class FileBackend {
   absl::Status WriteZeroes(uint64_t offset, uint64_t len);  // zero range, falls back to writes
 
  private:
-  FileBackend(ScopedFd fd, uint64_t size, bool read_only)
-      : fd_(std::move(fd)), size_(size), read_only_(read_only) {}
+  FileBackend(ScopedFd fd, uint64_t size, bool read_only, uint64_t dev, uint64_t ino)
+      : fd_(std::move(fd)), size_(size), read_only_(read_only), dev_(dev), ino_(ino) {}
   ScopedFd fd_;
   uint64_t size_;
   bool read_only_;
+  uint64_t dev_;
+  uint64_t ino_;
 };
 
 }  // namespace vessel::block

@@ -5,8 +5,10 @@
 
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "devices/virtio/virtio_ring.h"
+#include "vmm/base/errors.h"
 
 namespace vessel::virtio {
 namespace {
@@ -200,35 +202,161 @@ void MmioTransport::SetStatus(uint32_t value) {
       LogBadAccess("DRIVER_OK without FEATURES_OK", VIRTIO_MMIO_STATUS, value);
       return;
     }
-    ActivateContext ctx{memory_, {}, driver_features_, this};
-    for (Queue& q : queues_) {
-      q.SetEventIdx(driver_features_ & (1ull << VIRTIO_RING_F_EVENT_IDX));
-      if (q.ready()) {
-        absl::Status valid = q.Validate(*memory_);
-        if (!valid.ok()) {
-          LogWarning(name_, ": queue rejected at DRIVER_OK: ", valid.message());
-          status_ = value | VIRTIO_CONFIG_S_NEEDS_RESET;
-          Raise(VIRTIO_MMIO_INT_CONFIG);
-          return;
-        }
-      }
-      ctx.queues.push_back(&q);
-    }
-    absl::Status s = device_->Activate(ctx);
+    absl::Status s = ActivateLocked();
     if (!s.ok()) {
-      LogWarning(name_, ": activation failed: ", s.message());
+      LogWarning(name_, ": ", s.message());
       status_ = value | VIRTIO_CONFIG_S_NEEDS_RESET;
       Raise(VIRTIO_MMIO_INT_CONFIG);
       return;
     }
-    active_ = true;
   }
   status_ = value;
+}
+
+absl::Status MmioTransport::ActivateLocked() {
+  ActivateContext ctx{memory_, {}, driver_features_, this};
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    Queue& q = queues_[i];
+    q.SetEventIdx(driver_features_ & (1ull << VIRTIO_RING_F_EVENT_IDX));
+    if (q.ready()) {
+      absl::Status valid = q.Validate(*memory_);
+      if (!valid.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("queue ", i, " rejected at DRIVER_OK: ", valid.message()));
+      }
+    }
+    ctx.queues.push_back(&q);
+  }
+  absl::Status s = device_->Activate(ctx);
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat("activation failed: ", s.message()));
+  active_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status MmioTransport::Pause() {
+  std::lock_guard lock(mu_);
+  if (paused_) return absl::OkStatus();
+  if (active_) {
+    absl::Status s = device_->Pause();
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(name_, ": pause: ", s.message()));
+  }
+  paused_ = true;
+  return absl::OkStatus();
+}
+
+void MmioTransport::Unpause() {
+  std::lock_guard lock(mu_);
+  if (!paused_) return;
+  paused_ = false;
+  if (active_) device_->Unpause();
+}
+
+bool MmioTransport::paused() const {
+  std::lock_guard lock(mu_);
+  return paused_;
+}
+
+absl::StatusOr<snapshot::v1::VirtioMmioState> MmioTransport::SaveState() const {
+  std::lock_guard lock(mu_);
+  if (active_ && !paused_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(name_, ": saving its state needs the device paused (Pause()) or inactive"));
+  }
+  snapshot::v1::VirtioMmioState state;
+  state.set_device_type(device_->device_type());
+  state.set_status(status_);
+  state.set_device_features_sel(device_features_sel_);
+  state.set_driver_features_sel(driver_features_sel_);
+  state.set_driver_features(driver_features_);
+  state.set_queue_sel(queue_sel_);
+  state.set_config_generation(config_generation_);
+  state.set_active(active_);
+  state.set_interrupt_status(interrupt_status_.load());
+  state.set_needs_reset(needs_reset_.load());
+  for (const Queue& q : queues_) *state.add_queues() = q.SaveState();
+  absl::StatusOr<std::string> device_state = device_->SaveState();
+  if (!device_state.ok()) {
+    return absl::Status(device_state.status().code(),
+                        absl::StrCat(name_, ": saving the device's state: ",
+                                     device_state.status().message()));
+  }
+  state.set_device_state(std::move(*device_state));
+  return state;
+}
+
+absl::Status MmioTransport::RestoreState(const snapshot::v1::VirtioMmioState& state) {
+  std::lock_guard lock(mu_);
+  if (active_ || status_ != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        name_, ": restore needs a fresh transport, but a driver has already configured it"));
+  }
+  absl::Status s = RestoreLocked(state);
+  if (!s.ok()) {
+    // The device may hold restored state without being active: back to its initial state too.
+    if (!active_) device_->Reset();
+    ResetLocked();
+    return absl::Status(s.code(), absl::StrCat(name_, ": snapshot state refused: ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MmioTransport::RestoreLocked(const snapshot::v1::VirtioMmioState& state) {
+  if (state.device_type() != device_->device_type()) {
+    return absl::InvalidArgumentError(absl::StrCat("device_type ", state.device_type(),
+                                                   " in the snapshot, this device is type ",
+                                                   device_->device_type()));
+  }
+  if (static_cast<size_t>(state.queues_size()) != queues_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("the snapshot has ", state.queues_size(),
+                                                   " queues, this device has ", queues_.size()));
+  }
+  const uint32_t status = state.status();
+  const bool features_ok = status & VIRTIO_CONFIG_S_FEATURES_OK;
+  if ((status & VIRTIO_CONFIG_S_DRIVER_OK) && !features_ok) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("status %#x has DRIVER_OK without FEATURES_OK", status));
+  }
+  if (state.active() && !(status & VIRTIO_CONFIG_S_DRIVER_OK)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the snapshot says active, but status %#x lacks DRIVER_OK", status));
+  }
+  if (features_ok) {
+    const uint64_t offered = device_->device_features() | kFeatureVersion1;
+    if ((state.driver_features() & ~offered) || !(state.driver_features() & kFeatureVersion1)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "the driver accepted features %#x, this device offers %#x (a different configuration, "
+          "e.g. read-only or not?)",
+          state.driver_features(), offered));
+    }
+  }
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    absl::Status q = queues_[i].RestoreState(state.queues(static_cast<int>(i)));
+    if (!q.ok()) return absl::Status(q.code(), absl::StrCat("queue ", i, ": ", q.message()));
+  }
+  status_ = status;
+  device_features_sel_ = state.device_features_sel();
+  driver_features_sel_ = state.driver_features_sel();
+  driver_features_ = state.driver_features();
+  queue_sel_ = state.queue_sel();
+  config_generation_ = state.config_generation();
+  interrupt_status_.store(state.interrupt_status());
+  needs_reset_.store(state.needs_reset());
+
+  absl::Status dev = device_->RestoreState(state.device_state());
+  if (!dev.ok()) {
+    return absl::Status(dev.code(), absl::StrCat("device state: ", dev.message()));
+  }
+  if (state.active() && !state.needs_reset()) {
+    // As on DRIVER_OK: ready queues are checked against guest memory, then the device runs.
+    VESSEL_RETURN_IF_ERROR(ActivateLocked());
+  }
+  return absl::OkStatus();
 }
 
 void MmioTransport::ResetLocked() {
   if (active_) device_->Reset();
   active_ = false;
+  paused_ = false;
   for (Queue& q : queues_) q.Reset();
   status_ = 0;
   needs_reset_.store(false);

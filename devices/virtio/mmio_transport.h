@@ -15,7 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "devices/virtio/virtio_device.h"
+#include "vessel/snapshot/v1/snapshot.pb.h"
 #include "vmm/base/log.h"
 #include "vmm/bus/bus.h"
 #include "vmm/bus/irq_line.h"
@@ -39,12 +41,34 @@ class MmioTransport : public BusDevice, private Interrupt {
   void HandleNotify(uint32_t queue);
   uint32_t interrupt_status() const { return interrupt_status_.load(); }
   VirtioDevice* device() { return device_.get(); }
+  const std::string& name() const { return name_; }
+
+  // --- Snapshot and restore (vmm/snapshot) ---
+  // Quiesces the device (VirtioDevice::Pause) when it is active; idempotent. Call with every vCPU
+  // out of KVM_RUN. Notifications that arrive while paused are kept by the device.
+  absl::Status Pause();
+  // Lets the device run again and process what became available meanwhile; a no-op unless paused.
+  void Unpause();
+  bool paused() const;
+  // Every register, each queue and the device's own state (VirtioDevice::SaveState). Only while
+  // paused or inactive (FailedPrecondition otherwise).
+  absl::StatusOr<snapshot::v1::VirtioMmioState> SaveState() const;
+  // On a fresh transport (never configured by a driver): checks `state` against this device (type,
+  // queue count, each queue; for a device that was active, features offered and ready queues
+  // against guest memory), restores every register and queue, hands device_state to the device
+  // (VirtioDevice::RestoreState) and, when the saved device was active (DRIVER_OK, not
+  // needs-reset), activates it with the restored queues as a DRIVER_OK write would. Any error
+  // leaves the transport reset and names the device.
+  absl::Status RestoreState(const snapshot::v1::VirtioMmioState& state);
 
  private:
   uint32_t ReadRegister(uint64_t offset);
   void WriteRegister(uint64_t offset, uint32_t value);
   void SetStatus(uint32_t value);
   void ResetLocked();
+  absl::Status RestoreLocked(const snapshot::v1::VirtioMmioState& state);
+  // Activates the device with the queues as configured (SetStatus on DRIVER_OK, RestoreState).
+  absl::Status ActivateLocked();
   Queue* SelectedQueue();
   void SignalUsedBuffers() override;
   void SignalConfigChange() override;
@@ -66,6 +90,7 @@ class MmioTransport : public BusDevice, private Interrupt {
   uint32_t queue_sel_ = 0;
   uint32_t config_generation_ = 0;
   bool active_ = false;
+  bool paused_ = false;  // Pause() succeeded, no Unpause() or reset since
   std::atomic<uint32_t> interrupt_status_{0};
   // Set by a device thread without taking mu_ (Reset() holds mu_ while it waits for that thread).
   std::atomic<bool> needs_reset_{false};

@@ -4,6 +4,7 @@
 #include <bit>
 #include <cstddef>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -206,6 +207,51 @@ absl::StatusOr<bool> Queue::EnableNotification(GuestMemory& memory) {
 absl::Status Queue::DisableNotification(GuestMemory& memory) {
   if (event_idx_) return absl::OkStatus();
   return memory.WriteObj<uint16_t>(used_ring_ + kUsedFlags, VRING_USED_F_NO_NOTIFY);
+}
+
+snapshot::v1::QueueState Queue::SaveState() const {
+  snapshot::v1::QueueState state;
+  state.set_max_size(max_size_);
+  state.set_size(size_);
+  state.set_desc_table(desc_table_);
+  state.set_avail_ring(avail_ring_);
+  state.set_used_ring(used_ring_);
+  state.set_ready(ready_);
+  state.set_event_idx(event_idx_);
+  state.set_next_avail(next_avail_);
+  state.set_next_used(next_used_);
+  state.set_signalled_used(signalled_used_);
+  return state;
+}
+
+absl::Status Queue::RestoreState(const snapshot::v1::QueueState& state) {
+  if (state.max_size() != max_size_) {
+    return absl::InvalidArgumentError(absl::StrCat("virtqueue max_size ", state.max_size(),
+                                                   " in the snapshot, this queue's is ", max_size_));
+  }
+  if (state.size() > kMaxQueueSize || !ValidSize(static_cast<uint16_t>(state.size()), max_size_)) {
+    return absl::InvalidArgumentError(absl::StrCat("virtqueue size ", state.size(),
+                                                   " in the snapshot is not a non-zero power of two <= ",
+                                                   max_size_));
+  }
+  for (auto [name, value] : {std::pair<const char*, uint32_t>{"next_avail", state.next_avail()},
+                             {"next_used", state.next_used()},
+                             {"signalled_used", state.signalled_used()}}) {
+    if (value > 0xffff) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("virtqueue ", name, " ", value, " in the snapshot does not fit 16 bits"));
+    }
+  }
+  size_ = static_cast<uint16_t>(state.size());
+  desc_table_ = state.desc_table();
+  avail_ring_ = state.avail_ring();
+  used_ring_ = state.used_ring();
+  ready_ = state.ready();
+  event_idx_ = state.event_idx();
+  next_avail_ = static_cast<uint16_t>(state.next_avail());
+  next_used_ = static_cast<uint16_t>(state.next_used());
+  signalled_used_ = static_cast<uint16_t>(state.signalled_used());
+  return absl::OkStatus();
 }
 
 void Queue::Reset() {

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "devices/virtio/descriptor_chain.h"
+#include "vessel/snapshot/v1/snapshot.pb.h"
 #include "vmm/memory/guest_memory.h"
 
 namespace vessel::virtio {
@@ -105,6 +106,20 @@ class Queue {
 
   uint16_t next_avail() const { return next_avail_; }
   uint16_t next_used() const { return next_used_; }
+
+  // Gives back the last `count` chains popped and not returned (AddUsed) yet: the next Pop()s see
+  // them again. The driver does not reuse an avail ring slot before its chain is used, so the
+  // entries are still there. For a device that holds popped chains when it pauses for a snapshot
+  // (a restored device would otherwise never return them). `count` <= chains popped since.
+  void UndoPop(uint16_t count) { next_avail_ = static_cast<uint16_t>(next_avail_ - count); }
+
+  // --- Snapshot (vmm/snapshot) ---
+  // Everything above: configuration, ready, event_idx and the three ring indices.
+  snapshot::v1::QueueState SaveState() const;
+  // Back to a saved state, on a queue with the same max_size. InvalidArgument naming the field
+  // when max_size differs, size is not a power of two <= max_size, or an index does not fit 16
+  // bits; the queue is unchanged then. Ring addresses are not checked here (Validate does that).
+  absl::Status RestoreState(const snapshot::v1::QueueState& state);
 
  private:
   explicit Queue(uint16_t max_size) : max_size_(max_size) { Reset(); }

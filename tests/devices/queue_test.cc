@@ -379,3 +379,81 @@ TEST(QueueTest, AddUsedBatchPublishesAllElementsWithOneIdxStore) {
 
 }  // namespace
 }  // namespace vessel::virtio
+
+namespace vessel::virtio {
+namespace {
+
+TEST(QueueSnapshotTest, SaveRestoreRoundTripContinuesWhereItStopped) {
+  testing::FakeDriver d(8, 64);
+  d.queue().SetEventIdx(true);
+  d.WriteChain(0, {{8, true}});
+  d.Publish(0);
+  d.WriteChain(1, {{8, true}});
+  d.Publish(1);
+  ASSERT_TRUE(d.PopChain().has_value());
+  ASSERT_TRUE(d.queue().AddUsed(d.mem(), 0, 8).ok());
+  ASSERT_TRUE(d.queue().NeedsNotification(d.mem()).ok());
+  const snapshot::v1::QueueState state = d.queue().SaveState();
+  EXPECT_EQ(state.max_size(), 64u);
+  EXPECT_EQ(state.size(), 8u);
+  EXPECT_EQ(state.desc_table(), testing::FakeDriver::kDescTable);
+  EXPECT_TRUE(state.ready());
+  EXPECT_TRUE(state.event_idx());
+  EXPECT_EQ(state.next_avail(), 1u);
+  EXPECT_EQ(state.next_used(), 1u);
+  EXPECT_EQ(state.signalled_used(), 1u);
+
+  absl::StatusOr<Queue> q = Queue::Create(64);
+  ASSERT_TRUE(q.ok());
+  ASSERT_TRUE(q->RestoreState(state).ok());
+  EXPECT_EQ(q->SaveState().SerializeAsString(), state.SerializeAsString());
+  // The restored queue pops the second chain and publishes used entry 1.
+  absl::StatusOr<std::optional<DescriptorChain>> chain = q->Pop(d.mem());
+  ASSERT_TRUE(chain.ok() && chain->has_value());
+  EXPECT_EQ((*chain)->head_index(), 1);
+  ASSERT_TRUE(q->AddUsed(d.mem(), 1, 4).ok());
+  EXPECT_EQ(d.UsedIdx(), 2);
+  EXPECT_EQ(d.UsedElem(1).id, 1u);
+}
+
+TEST(QueueSnapshotTest, RestoreRefusesMismatchesAndKeepsTheQueue) {
+  testing::FakeDriver d(8, 64);
+  const snapshot::v1::QueueState good = d.queue().SaveState();
+  absl::StatusOr<Queue> q = Queue::Create(64);
+  ASSERT_TRUE(q.ok());
+  snapshot::v1::QueueState bad = good;
+  bad.set_max_size(128);
+  absl::Status s = q->RestoreState(bad);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(testing::Msg(s), ::testing::HasSubstr("max_size 128"));
+  for (uint32_t size : {0u, 12u, 128u, 70000u}) {
+    bad = good;
+    bad.set_size(size);
+    s = q->RestoreState(bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << size;
+    EXPECT_THAT(testing::Msg(s), ::testing::HasSubstr("size")) << size;
+  }
+  bad = good;
+  bad.set_next_used(0x10000);
+  EXPECT_THAT(testing::Msg(q->RestoreState(bad)), ::testing::HasSubstr("next_used"));
+  EXPECT_FALSE(q->ready());
+  EXPECT_EQ(q->size(), 64);
+}
+
+TEST(QueueSnapshotTest, UndoPopGivesChainsBack) {
+  testing::FakeDriver d(8);
+  d.WriteChain(0, {{8, true}});
+  d.Publish(0);
+  d.WriteChain(1, {{8, true}});
+  d.Publish(1);
+  ASSERT_TRUE(d.PopChain().has_value());
+  ASSERT_TRUE(d.PopChain().has_value());
+  d.queue().UndoPop(2);
+  EXPECT_EQ(d.queue().next_avail(), 0);
+  std::optional<DescriptorChain> again = d.PopChain();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->head_index(), 0);
+}
+
+}  // namespace
+}  // namespace vessel::virtio
