@@ -162,7 +162,7 @@ void MmioTransport::WriteRegister(uint64_t offset, uint32_t value) {
   }
   switch (offset) {
     case VIRTIO_MMIO_QUEUE_NUM:
-      if (!q->SetSize(static_cast<uint16_t>(value)).ok() || value > 0xffff) {
+      if (value > 0xffff || !q->SetSize(static_cast<uint16_t>(value)).ok()) {
         LogBadAccess("bad queue size", offset, value);
       }
       return;

@@ -3,7 +3,8 @@
 // (registers, device config space), status/feature/queue state machines, QueueNotify that makes the
 // device walk its queues synchronously, interrupt acknowledgement, resets at any point, and guest
 // RAM writes in between so queues can be laid out and used. Checks: magic/version/device id read
-// back right, a reset really resets, no crash/leak/UB whatever the order.
+// back right, a reset really resets, the device is activated with exactly the queue sizes the
+// driver configured (bad QueueNum writes change nothing), no crash/leak/UB whatever the order.
 // Build (clang): CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DVESSEL_FUZZ=ON
 //                ninja -C build-fuzz vessel_mmio_fuzzer
 // Run:           tests/fuzz/run_fuzzers.sh (all targets) or
@@ -38,6 +39,11 @@ using namespace vessel::virtio;
 
 constexpr uint32_t kDeviceType = 0x2a;
 constexpr uint64_t kMemBytes = 64 * 1024;
+constexpr uint16_t kQueueMax[2] = {16, 8};
+
+// The queue sizes the driver configured, per the spec: what the device must see at activation.
+// Only a valid QueueNum write (a power of two <= QueueNumMax, while configuring) changes one.
+uint16_t expected_size[2];
 
 class CountingIrq : public vessel::IrqLine {
  public:
@@ -54,7 +60,7 @@ class EchoDevice : public VirtioDevice {
     return (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_EVENT_IDX) |
            (1ull << VIRTIO_RING_F_INDIRECT_DESC) | (1ull << 40);
   }
-  std::vector<uint16_t> queue_max_sizes() const { return {16, 8}; }
+  std::vector<uint16_t> queue_max_sizes() const { return {kQueueMax[0], kQueueMax[1]}; }
   void ReadConfig(uint64_t offset, absl::Span<uint8_t> data) {
     for (size_t i = 0; i < data.size(); ++i) {
       data[i] = offset + i < config_.size() ? config_[offset + i] : 0;
@@ -71,6 +77,13 @@ class EchoDevice : public VirtioDevice {
       abort();
     }
     if (context.acked_features & ~device_features()) abort();  // only offered features
+    for (size_t i = 0; i < 2; ++i) {
+      if (context.queues[i]->size() != expected_size[i]) {
+        fprintf(stderr, "mmio_fuzzer: queue %zu activated with size %u, the driver set %u\n", i,
+                context.queues[i]->size(), expected_size[i]);
+        abort();
+      }
+    }
     ctx_ = context;
     active_ = true;
     broken_ = false;
@@ -152,6 +165,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   memory->Fill(0, 0, kMemBytes).IgnoreError();
   auto irq = std::make_shared<CountingIrq>();
   auto transport = std::make_unique<MmioTransport>("fuzz", std::make_unique<EchoDevice>(), memory, irq);
+  expected_size[0] = kQueueMax[0];
+  expected_size[1] = kQueueMax[1];
+  uint32_t queue_sel = 0;
   constexpr size_t kOp = 6;
   static constexpr size_t kWidths[] = {4, 1, 2, 8};
   for (size_t pos = 0; pos + kOp <= size; pos += kOp) {
@@ -176,9 +192,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::memcpy(bytes, &value, 4);
     std::memcpy(bytes + 4, &value, 4);
     if (write) {
+      const uint32_t status = transport->status();
       transport->Write(offset, absl::MakeConstSpan(bytes, width));
+      if (width == 4 && offset == VIRTIO_MMIO_QUEUE_SEL) queue_sel = value;
+      if (width == 4 && offset == VIRTIO_MMIO_QUEUE_NUM && queue_sel < 2 &&
+          (status & VIRTIO_CONFIG_S_FEATURES_OK) && !(status & VIRTIO_CONFIG_S_DRIVER_OK) &&
+          value != 0 && value <= kQueueMax[queue_sel] && (value & (value - 1)) == 0) {
+        expected_size[queue_sel] = static_cast<uint16_t>(value);
+      }
       if (offset == VIRTIO_MMIO_STATUS && width == 4 && value == 0) {
         if (transport->status() != 0 || transport->interrupt_status() != 0) abort();  // reset
+        expected_size[0] = kQueueMax[0];
+        expected_size[1] = kQueueMax[1];
+        queue_sel = 0;
       }
     } else {
       transport->Read(offset, absl::MakeSpan(bytes, width));
