@@ -31,6 +31,8 @@ struct VsockCounters {
   uint64_t connections_closed = 0;
   // Host clients closed before a connection existed (bad CONNECT line, timeout, over a limit).
   uint64_t host_clients_rejected = 0;
+  // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET events put in the event queue (after a snapshot restore).
+  uint64_t transport_resets = 0;
 };
 
 struct VsockStats {
@@ -53,12 +55,13 @@ struct VsockStats {
     s.connections_opened = get(connections_opened);
     s.connections_closed = get(connections_closed);
     s.host_clients_rejected = get(host_clients_rejected);
+    s.transport_resets = get(transport_resets);
     return s;
   }
 
   Counter tx_packets{0}, tx_bytes{0}, rx_packets{0}, rx_bytes{0}, rsts_sent{0}, rsts_received{0},
       tx_dropped{0}, tx_invalid{0}, rx_dropped{0}, credit_violations{0}, connections_opened{0},
-      connections_closed{0}, host_clients_rejected{0};
+      connections_closed{0}, host_clients_rejected{0}, transport_resets{0};
 };
 
 }  // namespace vessel::vsock

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "devices/vsock/packet.h"
+#include "vessel/snapshot/v1/snapshot.pb.h"
 #include "vmm/base/errors.h"
 #include "vmm/seccomp/seccomp.h"
 
@@ -65,6 +66,7 @@ VsockDevice::~VsockDevice() {
       stopping_ = true;
     }
     Wake();
+    cv_.notify_all();  // a paused I/O thread waits on cv_
     io_thread_.join();
   }
   // Pending hand-overs never reached the muxer.
@@ -120,11 +122,58 @@ void VsockDevice::Wake() {
 void VsockDevice::Reset() {
   std::unique_lock lock(mu_);
   active_ = false;
+  paused_ = false;
+  reset_event_ = false;
   ctx_ = virtio::ActivateContext{};
   const uint64_t target = ++reset_requested_;
   Wake();
+  cv_.notify_all();  // a paused I/O thread waits on cv_
   // The I/O thread finishes its current pass, then drops the queues and every connection.
   cv_.wait(lock, [&] { return reset_done_ >= target || stopping_; });
+}
+
+absl::Status VsockDevice::Pause() {
+  std::unique_lock lock(mu_);
+  if (!active_ || paused_) return absl::OkStatus();
+  paused_ = true;
+  const uint64_t target = ++pause_requested_;
+  Wake();
+  // The I/O thread finishes its current pass, gives back a kept rx buffer, then parks.
+  cv_.wait(lock, [&] { return pause_done_ >= target || stopping_; });
+  return absl::OkStatus();
+}
+
+void VsockDevice::Unpause() {
+  {
+    std::lock_guard lock(mu_);
+    if (!paused_) return;
+    paused_ = false;
+  }
+  cv_.notify_all();
+  Wake();
+}
+
+absl::StatusOr<std::string> VsockDevice::SaveState() const {
+  snapshot::v1::VsockState state;
+  state.set_guest_cid(config_.guest_cid);
+  return state.SerializeAsString();
+}
+
+absl::Status VsockDevice::RestoreState(absl::string_view bytes) {
+  snapshot::v1::VsockState state;
+  if (!state.ParseFromString(std::string(bytes)) || state.guest_cid() < kMinGuestCid ||
+      state.guest_cid() >= kCidAny) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        muxer_->name(), ": the snapshot's device state is not a virtio-vsock state (",
+        bytes.size(), " bytes)"));
+  }
+  if (state.guest_cid() != config_.guest_cid) {
+    LogInfo(muxer_->name(), ": restoring a guest that had CID ", state.guest_cid(),
+            "; it gets CID ", config_.guest_cid, " (it re-reads it on the transport reset event)");
+  }
+  std::lock_guard lock(mu_);
+  reset_event_ = true;
+  return absl::OkStatus();
 }
 
 absl::Status VsockDevice::ConnectToGuest(ScopedFd stream, uint32_t guest_port,
@@ -181,6 +230,8 @@ void VsockDevice::IoThread() {
 
     uint64_t reset_target;
     bool active;
+    bool paused;
+    uint64_t pause_target;
     virtio::ActivateContext ctx;
     std::vector<Handover> handovers;
     {
@@ -188,8 +239,10 @@ void VsockDevice::IoThread() {
       if (stopping_) break;
       reset_target = reset_requested_;
       active = active_;
+      paused = paused_;
+      pause_target = pause_requested_;
       ctx = ctx_;
-      handovers.swap(handovers_);
+      if (!paused) handovers.swap(handovers_);  // hand-overs wait while paused
     }
     if (reset_target != io_reset_seen_) {
       // Outside mu_: ConnectCallbacks run here and may call ConnectToGuest.
@@ -206,6 +259,29 @@ void VsockDevice::IoThread() {
       io_active_ = true;
       queue_broken_ = false;
       muxer_->SetListening(true);
+      bool reset_event;
+      {
+        std::lock_guard lock(mu_);
+        reset_event = reset_event_;
+        reset_event_ = false;
+      }
+      if (reset_event) SendTransportReset();
+    }
+    if (paused) {
+      if (pause_target != io_pause_seen_) {
+        EnterPause();
+        io_pause_seen_ = pause_target;
+        {
+          std::lock_guard lock(mu_);
+          pause_done_ = pause_target;
+        }
+        cv_.notify_all();
+      }
+      // Parked: nothing is touched until Unpause (or a reset, or shutdown).
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return !paused_ || stopping_ || reset_requested_ != io_reset_seen_; });
+      more = true;  // look again at once, without waiting for an event
+      continue;
     }
     const Clock::time_point now = Clock::now();
     for (Handover& h : handovers) {
@@ -231,6 +307,53 @@ void VsockDevice::ResetIo() {
   queue_broken_ = false;
   muxer_->Reset(absl::AbortedError(
       absl::StrCat(muxer_->name(), ": the guest reset the vsock device; retry")));
+}
+
+void VsockDevice::EnterPause() {
+  if (!io_active_ || !spare_rx_.has_value()) return;
+  // The kept rx buffer is the last chain popped from rx: un-pop it, so that a snapshot taken now
+  // (whose queue state has it available again) loses no guest buffer. Popped again after Unpause.
+  io_ctx_.queues[kRxQueue]->UndoPop(1);
+  spare_rx_.reset();
+}
+
+void VsockDevice::SendTransportReset() {
+  virtio::Queue* eventq =
+      io_ctx_.queues.size() > kEventQueue ? io_ctx_.queues[kEventQueue] : nullptr;
+  if (eventq == nullptr || !eventq->ready()) {
+    LogWarning(muxer_->name(), ": restored without an event queue: the guest gets no transport "
+                               "reset event, its connections from before the snapshot hang");
+    return;
+  }
+  GuestMemory& memory = *io_ctx_.memory;
+  absl::StatusOr<std::optional<virtio::DescriptorChain>> chain = eventq->Pop(memory);
+  if (!chain.ok()) {
+    QueueBroken("event", chain.status());
+    return;
+  }
+  if (!chain->has_value()) {
+    LogWarning(muxer_->name(), ": restored, but the guest left no event buffer: it gets no "
+                               "transport reset event, its connections from before the snapshot hang");
+    return;
+  }
+  virtio_vsock_event event{};
+  event.id = VIRTIO_VSOCK_EVENT_TRANSPORT_RESET;  // little endian on x86_64
+  uint32_t written = 0;
+  absl::StatusOr<virtio::ChainWriter> writer = virtio::ChainWriter::Create(memory, **chain);
+  if (writer.ok() && writer->Write(&event, sizeof(event)).ok()) {
+    written = sizeof(event);
+  } else {
+    LogWarning(muxer_->name(), ": the guest's event buffer cannot hold the transport reset event: ",
+               writer.ok() ? "too small" : writer.status().message());
+  }
+  absl::Status used = eventq->AddUsed(memory, (*chain)->head_index(), written);
+  if (!used.ok()) {
+    QueueBroken("event", used);
+    return;
+  }
+  VsockStats::Add(stats_.transport_resets);
+  absl::StatusOr<bool> need = eventq->NeedsNotification(memory);
+  if (!need.ok() || *need) io_ctx_.interrupt->SignalUsedBuffers();
 }
 
 void VsockDevice::QueueBroken(const char* queue, const absl::Status& status) {

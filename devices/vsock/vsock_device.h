@@ -5,12 +5,19 @@
 // The device runs its own I/O thread: one epoll loop over an eventfd (queue notifications,
 // activation, reset, hand-overs, shutdown) and the muxer's epoll fd (host sockets, timers). It takes
 // tx packets (ParseTxPacket → muxer), fills rx buffers with what the muxer has for the guest, and
-// raises the used-buffer interrupt. The event queue is never used (its buffers stay there).
+// raises the used-buffer interrupt. The event queue is used once, after a snapshot restore (below).
 // A corrupt ring (Pop/AddUsed errors) sets DEVICE_NEEDS_RESET and stops both queues until reset;
 // a bad packet or buffer is dropped or answered with RST and never touches other connections.
 // Reset() stops using the queues, closes every connection and pending host client (pending
 // ConnectToGuest callbacks get ABORTED), keeps the listener; clients that connect meanwhile wait
 // in its backlog until the driver is active again.
+// Snapshot: Pause() lets the I/O thread finish its pass, gives back a popped rx buffer it kept
+// (Queue::UndoPop) and parks it: no guest memory, queue, interrupt or host socket is touched until
+// Unpause() (host clients wait in their sockets, hand-overs in their queue). SaveState() is the
+// guest CID; a restored device has no host connections (fresh device, the restoring
+// configuration's CID) and, once the transport re-activates it, puts a
+// VIRTIO_VSOCK_EVENT_TRANSPORT_RESET in an event-queue buffer (as Firecracker does): the guest
+// driver resets its connected sockets and re-reads the CID.
 #ifndef VESSEL_DEVICES_VSOCK_VSOCK_DEVICE_H_
 #define VESSEL_DEVICES_VSOCK_VSOCK_DEVICE_H_
 
@@ -59,6 +66,10 @@ class VsockDevice : public virtio::VirtioDevice {
   absl::Status Activate(const virtio::ActivateContext& context) override;
   void NotifyQueue(uint16_t index) override;
   void Reset() override;
+  absl::Status Pause() override;
+  void Unpause() override;
+  absl::StatusOr<std::string> SaveState() const override;
+  absl::Status RestoreState(absl::string_view state) override;
 
   // Host → guest in process (for the sandbox library: no filesystem socket). `stream` must be a
   // connected SOCK_STREAM socket (e.g. one end of socketpair(AF_UNIX, SOCK_STREAM)); the device
@@ -92,6 +103,10 @@ class VsockDevice : public virtio::VirtioDevice {
   // A ring error: stop the queues and ask the driver for a reset.
   void QueueBroken(const char* queue, const absl::Status& status);
   void ResetIo();
+  // Pausing: gives back the rx chain kept in spare_rx_ (I/O thread).
+  void EnterPause();
+  // After a restored activation: VIRTIO_VSOCK_EVENT_TRANSPORT_RESET into an event buffer.
+  void SendTransportReset();
 
   const VsockConfig config_;
   VsockStats stats_;
@@ -107,6 +122,10 @@ class VsockDevice : public virtio::VirtioDevice {
   bool stopping_ = false;
   uint64_t reset_requested_ = 0;
   uint64_t reset_done_ = 0;
+  bool paused_ = false;
+  uint64_t pause_requested_ = 0;
+  uint64_t pause_done_ = 0;
+  bool reset_event_ = false;  // RestoreState: send TRANSPORT_RESET once active
   std::vector<Handover> handovers_;
 
   // I/O thread only.
@@ -114,6 +133,7 @@ class VsockDevice : public virtio::VirtioDevice {
   bool io_active_ = false;
   bool queue_broken_ = false;
   uint64_t io_reset_seen_ = 0;
+  uint64_t io_pause_seen_ = 0;
   std::optional<virtio::DescriptorChain> spare_rx_;
   RateLimiter log_;
 

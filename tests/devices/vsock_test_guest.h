@@ -76,6 +76,7 @@ class FakeVsockGuest {
   WaitableInterrupt& irq() { return irq_; }
   virtio::testing::FakeDriver& rx() { return rx_; }
   virtio::testing::FakeDriver& tx() { return tx_; }
+  virtio::testing::FakeDriver& ev() { return ev_; }
 
   // A guest header: guest CID → host, STREAM, with the given credit fields.
   static virtio_vsock_hdr Hdr(uint16_t op, uint32_t guest_port, uint32_t host_port,
