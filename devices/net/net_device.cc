@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "devices/net/virtio_net_uapi.h"
 #include "devices/virtio/virtio_ring.h"
+#include "vessel/snapshot/v1/snapshot.pb.h"
 #include "vmm/base/errors.h"
 #include "vmm/seccomp/seccomp.h"
 
@@ -36,9 +37,9 @@ absl::StatusOr<std::unique_ptr<NetDevice>> NetDevice::Create(const NetConfig& co
 
 NetDevice::NetDevice(const NetConfig& config, MacAddress mac, Tap tap)
     : config_(config),
-      mac_(mac),
       name_(absl::StrCat("virtio-net ", tap.name())),
       tap_(std::move(tap)),
+      mac_(mac),
       tx_(&tap_, &stats_, &log_, name_),
       rx_(&tap_, &stats_, &log_, name_) {}
 
@@ -74,6 +75,7 @@ NetDevice::~NetDevice() {
       stopping_ = true;
     }
     Wake();
+    cv_.notify_all();  // a paused I/O thread waits on cv_
     io_thread_.join();
   }
 }
@@ -89,7 +91,8 @@ uint64_t NetDevice::device_features() const {
 
 void NetDevice::ReadConfig(uint64_t offset, absl::Span<uint8_t> data) {
   virtio_net_config cfg{};
-  std::memcpy(cfg.mac, mac_.data(), mac_.size());
+  const MacAddress mac = this->mac();
+  std::memcpy(cfg.mac, mac.data(), mac.size());
   cfg.status = VIRTIO_NET_S_LINK_UP;  // little endian on x86_64
   const uint8_t* bytes = reinterpret_cast<const uint8_t*>(&cfg);
   for (size_t i = 0; i < data.size(); ++i) {
@@ -131,15 +134,86 @@ void NetDevice::Reset() {
   {
     std::unique_lock lock(mu_);
     active_ = false;
+    paused_ = false;
     ctx_ = virtio::ActivateContext{};
     const uint64_t target = ++reset_requested_;
     Wake();
+    cv_.notify_all();  // a paused I/O thread waits on cv_
     // The I/O thread finishes its pass, then forgets the queues and the pending frame.
     cv_.wait(lock, [&] { return reset_done_ >= target || stopping_; });
   }
   // Frames queued in the tap until the next activation come fully checksummed and segmented.
   absl::Status s = tap_.SetOffload(0);
   if (!s.ok()) LogWarning(name_, ": ", s.message());
+}
+
+absl::Status NetDevice::Pause() {
+  std::unique_lock lock(mu_);
+  if (!active_ || paused_) return absl::OkStatus();
+  paused_ = true;
+  const uint64_t target = ++pause_requested_;
+  Wake();
+  // The I/O thread finishes its pass, gives back held rx chains, then parks.
+  cv_.wait(lock, [&] { return pause_done_ >= target || stopping_; });
+  return absl::OkStatus();
+}
+
+void NetDevice::Unpause() {
+  {
+    std::lock_guard lock(mu_);
+    if (!paused_) return;
+    paused_ = false;
+  }
+  cv_.notify_all();
+  Wake();
+}
+
+absl::StatusOr<std::string> NetDevice::SaveState() const {
+  snapshot::v1::NetState state;
+  const MacAddress mac = this->mac();
+  state.set_mac(std::string(mac.begin(), mac.end()));
+  state.set_tap_name(tap_.name());
+  return state.SerializeAsString();
+}
+
+absl::Status NetDevice::RestoreState(absl::string_view bytes) {
+  snapshot::v1::NetState state;
+  if (!state.ParseFromString(std::string(bytes)) || state.mac().size() != 6 ||
+      state.tap_name().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name_, ": the snapshot's device state is not a virtio-net state (", bytes.size(),
+        " bytes)"));
+  }
+  MacAddress saved;
+  std::memcpy(saved.data(), state.mac().data(), saved.size());
+  if (state.tap_name() != tap_.name()) {
+    LogInfo(name_, ": restoring a guest NIC that was on tap ", state.tap_name(), " onto tap ",
+            tap_.name());
+  }
+  std::lock_guard lock(mu_);
+  if (!config_.mac.has_value()) {
+    mac_ = saved;  // none configured: the guest keeps the address it has been using
+  } else if (*config_.mac != saved) {
+    LogInfo(name_, ": restored guest had MAC ", FormatMac(saved), "; config space now shows ",
+            FormatMac(*config_.mac), " (a Linux guest reads it only when it probes the device)");
+  }
+  return absl::OkStatus();
+}
+
+void NetDevice::EnterPause() {
+  if (!io_active_ || queue_broken_) return;
+  GuestMemory& memory = *io_ctx_.memory;
+  virtio::Queue& rxq = *io_ctx_.queues[kRxQueue];
+  bool used = false;
+  absl::Status s = rx_.ReleaseHeld(memory, rxq, &used);
+  if (!s.ok()) {
+    QueueBroken("rx", s);
+    return;
+  }
+  if (used) {
+    absl::StatusOr<bool> need = rxq.NeedsNotification(memory);
+    if (!need.ok() || *need) io_ctx_.interrupt->SignalUsedBuffers();
+  }
 }
 
 void NetDevice::IoThread() {
@@ -157,12 +231,16 @@ void NetDevice::IoThread() {
 
     uint64_t reset_target;
     bool active;
+    bool paused;
+    uint64_t pause_target;
     virtio::ActivateContext ctx;
     {
       std::lock_guard lock(mu_);
       if (stopping_) break;
       reset_target = reset_requested_;
       active = active_;
+      paused = paused_;
+      pause_target = pause_requested_;
       ctx = ctx_;
     }
     if (reset_target != io_reset_seen_) {
@@ -181,6 +259,22 @@ void NetDevice::IoThread() {
       io_ctx_ = ctx;
       io_active_ = true;
       queue_broken_ = false;
+    }
+    if (paused) {
+      if (pause_target != io_pause_seen_) {
+        EnterPause();
+        io_pause_seen_ = pause_target;
+        {
+          std::lock_guard lock(mu_);
+          pause_done_ = pause_target;
+        }
+        cv_.notify_all();
+      }
+      // Parked: nothing is touched until Unpause (or a reset, or shutdown).
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return !paused_ || stopping_ || reset_requested_ != io_reset_seen_; });
+      more = true;  // look again at once (the tap is edge-triggered: read it until empty)
+      continue;
     }
     more = io_active_ && !queue_broken_ && Pump();
   }

@@ -13,6 +13,12 @@
 // (Pop/AddUsed errors) sets DEVICE_NEEDS_RESET and stops both queues until reset; a bad frame or
 // buffer is dropped and counted and never stops the device. Reset() stops using the queues and
 // drops a pending rx frame; the tap stays open, and frames arriving meanwhile wait in its queue.
+// Snapshot: Pause() lets the I/O thread finish its pass, gives back the rx chains held for a
+// pending frame (NetRx::ReleaseHeld) and parks it: no guest memory, queue, interrupt or tap read
+// until Unpause() (frames wait in the tap). SaveState() is the MAC and the tap's name; a restored
+// device runs on the restoring configuration's tap (already opened by Create) and shows its MAC in
+// config space, or the snapshot's MAC when that configuration names none (a Linux guest reads the
+// MAC only at probe, so a clone given its own MAC keeps using the old one until it re-probes).
 #ifndef VESSEL_DEVICES_NET_NET_DEVICE_H_
 #define VESSEL_DEVICES_NET_NET_DEVICE_H_
 
@@ -60,9 +66,16 @@ class NetDevice : public virtio::VirtioDevice {
   absl::Status Activate(const virtio::ActivateContext& context) override;
   void NotifyQueue(uint16_t index) override;
   void Reset() override;
+  absl::Status Pause() override;
+  void Unpause() override;
+  absl::StatusOr<std::string> SaveState() const override;
+  absl::Status RestoreState(absl::string_view state) override;
 
   NetCounters counters() const { return stats_.Snapshot(); }
-  const MacAddress& mac() const { return mac_; }
+  MacAddress mac() const {
+    std::lock_guard lock(mu_);
+    return mac_;
+  }
   // The tap's name as the kernel reports it.
   const std::string& tap_name() const { return tap_.name(); }
 
@@ -74,9 +87,10 @@ class NetDevice : public virtio::VirtioDevice {
   // One tx + rx pass; true when a budget ran out (run again without waiting).
   bool Pump();
   void QueueBroken(const char* queue, const absl::Status& status);
+  // Pausing (I/O thread): gives back the rx chains held for a pending frame.
+  void EnterPause();
 
   const NetConfig config_;
-  const MacAddress mac_;
   const std::string name_;  // "virtio-net TAP" for logs
   Tap tap_;
   NetStats stats_;
@@ -84,20 +98,25 @@ class NetDevice : public virtio::VirtioDevice {
   ScopedFd epoll_;
   ScopedFd wake_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   // Under mu_.
+  MacAddress mac_;  // the config's, or (restored, none configured) the snapshot's
   virtio::ActivateContext ctx_{};
   bool active_ = false;
   bool stopping_ = false;
   uint64_t reset_requested_ = 0;
   uint64_t reset_done_ = 0;
+  bool paused_ = false;
+  uint64_t pause_requested_ = 0;
+  uint64_t pause_done_ = 0;
 
   // I/O thread only.
   virtio::ActivateContext io_ctx_{};
   bool io_active_ = false;
   bool queue_broken_ = false;
   uint64_t io_reset_seen_ = 0;
+  uint64_t io_pause_seen_ = 0;
   NetTx tx_;
   NetRx rx_;
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "devices/net/vnet_header.h"
+#include "vmm/base/errors.h"
 
 namespace vessel::net {
 
@@ -17,7 +18,24 @@ void NetRx::Reset() {
   frame_len_ = 0;
   held_.clear();
   held_capacity_ = 0;
+  held_interleaved_ = false;
   notifications_enabled_ = true;  // a fresh queue starts with kicks on
+}
+
+absl::Status NetRx::ReleaseHeld(GuestMemory& memory, virtio::Queue& queue, bool* used) {
+  if (held_.empty()) return absl::OkStatus();
+  if (!held_interleaved_) {
+    queue.UndoPop(static_cast<uint16_t>(held_.size()));
+  } else {
+    used_.clear();
+    for (const HeldChain& h : held_) used_.push_back({h.head, 0});
+    VESSEL_RETURN_IF_ERROR(queue.AddUsedBatch(memory, used_));
+    *used = true;
+  }
+  held_.clear();
+  held_capacity_ = 0;
+  held_interleaved_ = false;
+  return absl::OkStatus();
 }
 
 void NetRx::DropFrame(NetStats::Counter& counter, absl::string_view why) {
@@ -158,6 +176,7 @@ NetRx::Placement NetRx::Place(GuestMemory& memory, virtio::Queue& queue, bool me
         result.broken = s;
         return Placement::kBroken;
       }
+      if (!held_.empty()) held_interleaved_ = true;
       result.used = true;
       continue;
     }
@@ -194,6 +213,7 @@ NetRx::Placement NetRx::Deliver(GuestMemory& memory, virtio::Queue& queue, size_
     held_capacity_ -= held_.front().capacity;
     held_.pop_front();
   }
+  if (held_.empty()) held_interleaved_ = false;
   result.used = true;
   NetStats::Add(stats_->rx_packets);
   NetStats::Add(stats_->rx_bytes, len - kVnetHdrSize);

@@ -51,6 +51,12 @@ class NetRx {
 
   // Forgets the pending frame and the chains held for it (device reset: the queue is gone).
   void Reset();
+  // Gives the chains held for the pending frame back to the queue (pausing for a snapshot: a
+  // restored device must not lose them). When they are the last chains popped they are un-popped
+  // (Queue::UndoPop: the driver sees nothing); otherwise (an unusable chain was returned after
+  // them) they go back used with length 0, which a driver drops as a short frame. The frame itself
+  // stays pending. `used` is set when chains went back used.
+  absl::Status ReleaseHeld(GuestMemory& memory, virtio::Queue& queue, bool* used);
   bool has_pending_frame() const { return frame_len_ != 0; }
 
  private:
@@ -77,6 +83,8 @@ class NetRx {
   size_t frame_len_ = 0;        // 0: no frame pending
   std::deque<HeldChain> held_;  // popped, not used yet, in pop order
   uint64_t held_capacity_ = 0;
+  // An unusable chain was returned (used) while chains were held: they are not the last popped.
+  bool held_interleaved_ = false;
   std::vector<virtio::UsedElement> used_;
   bool notifications_enabled_ = true;
 };
