@@ -9,6 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "devices/virtio/virtio_ring.h"
+#include "vessel/snapshot/v1/snapshot.pb.h"
+#include "vmm/base/errors.h"
 #include "vmm/seccomp/seccomp.h"
 
 namespace vessel::fs {
@@ -154,13 +156,18 @@ absl::Status FsDevice::Activate(const virtio::ActivateContext& context) {
           absl::StrCat("virtio-fs ", config_.tag, ": queue ", i, " is not ready"));
     }
   }
-  std::lock_guard lock(mu_);
-  ctx_ = context;
-  active_ = true;
-  for (const std::unique_ptr<Worker>& w : workers_) {
-    w->pending = false;
-    w->broken = false;
+  {
+    std::lock_guard lock(mu_);
+    ctx_ = context;
+    active_ = true;
+    for (const std::unique_ptr<Worker>& w : workers_) {
+      // A restored queue: process the chains already available (no kick will come for them).
+      w->pending = restored_;
+      w->broken = false;
+    }
+    restored_ = false;
   }
+  cv_.notify_all();
   return absl::OkStatus();
 }
 
@@ -176,12 +183,76 @@ void FsDevice::NotifyQueue(uint16_t index) {
 void FsDevice::Reset() {
   {
     std::unique_lock lock(mu_);
+    pause_requested_.store(true);  // workers stop after their request in flight
     cv_.wait(lock, [this] { return busy_ == 0; });  // requests in flight finish first
     active_ = false;
+    paused_ = false;
+    restored_ = false;
+    pause_requested_.store(false);
     for (const std::unique_ptr<Worker>& w : workers_) w->pending = false;
     ctx_ = virtio::ActivateContext{};
   }
   server_->Reset();
+}
+
+absl::Status FsDevice::Pause() {
+  std::unique_lock lock(mu_);
+  if (!active_ || paused_) return absl::OkStatus();
+  paused_ = true;
+  pause_requested_.store(true);
+  cv_.wait(lock, [this] { return busy_ == 0; });  // requests in flight finish first
+  return absl::OkStatus();
+}
+
+void FsDevice::Unpause() {
+  {
+    std::lock_guard lock(mu_);
+    if (!paused_) return;
+    paused_ = false;
+    pause_requested_.store(false);
+    // What became available meanwhile (and what a worker left when it stopped).
+    for (const std::unique_ptr<Worker>& w : workers_) w->pending = true;
+  }
+  cv_.notify_all();
+}
+
+absl::StatusOr<std::string> FsDevice::SaveState() const {
+  const FuseSession session = server_->session();
+  snapshot::v1::FsState state;
+  state.set_tag(config_.tag);
+  state.set_session_initialized(session.initialized);
+  state.set_fuse_minor(session.minor);
+  state.set_max_write(session.max_write);
+  state.set_init_flags(session.flags);
+  state.set_next_nodeid(session.next_nodeid);
+  state.set_next_fh(session.next_fh);
+  return state.SerializeAsString();
+}
+
+absl::Status FsDevice::RestoreState(absl::string_view bytes) {
+  snapshot::v1::FsState state;
+  if (!state.ParseFromString(std::string(bytes)) || state.tag().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("virtio-fs ", config_.tag, ": the snapshot's device state is not a virtio-fs state (",
+                     bytes.size(), " bytes)"));
+  }
+  if (state.tag() != config_.tag) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "virtio-fs: the snapshot's share has tag '", state.tag(), "', the restoring share '",
+        config_.tag, "' (", config_.shared_dir,
+        "): the guest mounted it by the old tag; restore the shares in the same order and tags"));
+  }
+  FuseSession session;
+  session.initialized = state.session_initialized();
+  session.minor = state.fuse_minor();
+  session.max_write = state.max_write();
+  session.flags = state.init_flags();
+  session.next_nodeid = state.next_nodeid();
+  session.next_fh = state.next_fh();
+  VESSEL_RETURN_IF_ERROR(server_->RestoreSession(session));
+  std::lock_guard lock(mu_);
+  restored_ = true;
+  return absl::OkStatus();
 }
 
 FsDeviceCounters FsDevice::counters() const {
@@ -197,7 +268,7 @@ void FsDevice::IoThread(uint16_t index) {
   Worker& worker = *workers_[index];
   std::unique_lock lock(mu_);
   for (;;) {
-    cv_.wait(lock, [&] { return stopping_ || (active_ && worker.pending); });
+    cv_.wait(lock, [&] { return stopping_ || (active_ && !paused_ && worker.pending); });
     if (stopping_) return;
     worker.pending = false;
     ++busy_;
@@ -223,6 +294,8 @@ void FsDevice::ProcessQueue(uint16_t index) {
   GuestMemory& memory = *ctx_.memory;
   bool completed = false;
   for (;;) {
+    // Pause (or Reset): stop before the next request; Unpause processes the queue again.
+    if (pause_requested_.load()) break;
     absl::StatusOr<std::optional<virtio::DescriptorChain>> chain = queue->Pop(memory);
     if (!chain.ok()) {
       Broken(index, "ring broken", chain.status());

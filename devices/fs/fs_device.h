@@ -13,6 +13,12 @@
 // stops that queue until the driver resets the device.
 // Reset() waits for the request in flight, stops using the queues and drops every open handle and
 // every inode but the root (the next driver starts with FUSE_INIT).
+// Snapshot: Pause() lets each worker finish its request in flight and parks them all until
+// Unpause(), which processes every queue again. SaveState() is the tag and the FUSE session
+// (FuseServer::session); RestoreState() refuses another tag and continues the session on this
+// fresh server without a new INIT (FuseServer::RestoreSession: nodes from before answer ESTALE,
+// handles EBADF, as after a FUSE daemon restart); the Activate() after it processes the chains
+// already available.
 #ifndef VESSEL_DEVICES_FS_FS_DEVICE_H_
 #define VESSEL_DEVICES_FS_FS_DEVICE_H_
 
@@ -64,6 +70,10 @@ class FsDevice : public virtio::VirtioDevice {
   absl::Status Activate(const virtio::ActivateContext& context) override;
   void NotifyQueue(uint16_t index) override;
   void Reset() override;
+  absl::Status Pause() override;
+  void Unpause() override;
+  absl::StatusOr<std::string> SaveState() const override;
+  absl::Status RestoreState(absl::string_view state) override;
 
   // Runs queue `index` until it is empty, on the calling thread (its I/O thread; tests).
   void ProcessQueue(uint16_t index);
@@ -97,6 +107,10 @@ class FsDevice : public virtio::VirtioDevice {
   std::vector<std::unique_ptr<Worker>> workers_;  // hiprio, then the request queues
   int busy_ = 0;                                  // workers processing a queue
   bool stopping_ = false;
+  bool paused_ = false;
+  bool restored_ = false;  // RestoreState succeeded: the next Activate processes every queue
+  // Set while paused (or resetting): workers stop before their next request (read without mu_).
+  std::atomic<bool> pause_requested_{false};
 
   std::atomic<uint64_t> chains_{0};
   std::atomic<uint64_t> empty_replies_{0};

@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "vmm/base/errors.h"
 
 namespace vessel::fs {
@@ -206,6 +207,59 @@ void FuseServer::Reset() {
   inodes_[FUSE_ROOT_ID] = std::move(root);
   initialized_ = false;
   minor_ = 0;
+  init_flags_ = 0;
+  stale_below_ = 0;
+}
+
+FuseSession FuseServer::session() const {
+  std::lock_guard lock(mu_);
+  FuseSession session;
+  session.initialized = initialized_;
+  session.minor = minor_;
+  session.max_write = initialized_ ? max_write_ : 0;
+  session.flags = init_flags_;
+  session.next_nodeid = next_nodeid_;
+  session.next_fh = next_fh_;
+  return session;
+}
+
+absl::Status FuseServer::RestoreSession(const FuseSession& session) {
+  const std::string name = absl::StrCat("virtio-fs ", config_.tag);
+  if (session.next_nodeid < FUSE_ROOT_ID + 1 || session.next_fh < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": snapshot FUSE session has next nodeid ",
+                                                   session.next_nodeid, ", next handle ",
+                                                   session.next_fh));
+  }
+  if (session.initialized) {
+    if (session.minor == 0 || session.minor > kOurMinor) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": snapshot FUSE session negotiated 7.", session.minor, "; this server speaks up to 7.",
+          kOurMinor));
+    }
+    if (session.max_write > max_write_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          name, ": snapshot FUSE session allows writes of ", session.max_write,
+          " bytes, this server takes at most ", max_write_));
+    }
+    if (session.flags & ~GrantableInitFlags()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s: snapshot FUSE session has init flags %#x this share's configuration does not grant "
+          "(%#x; writeback differs?)",
+          name, session.flags, GrantableInitFlags()));
+    }
+  }
+  std::lock_guard lock(mu_);
+  if (initialized_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(name, ": restoring a FUSE session on a server that already answered INIT"));
+  }
+  initialized_ = session.initialized;
+  minor_ = session.initialized ? session.minor : 0;
+  init_flags_ = session.initialized ? session.flags : 0;
+  next_nodeid_ = std::max(next_nodeid_, session.next_nodeid);
+  next_fh_ = std::max(next_fh_, session.next_fh);
+  stale_below_ = session.initialized ? next_nodeid_ : 0;
+  return absl::OkStatus();
 }
 
 size_t FuseServer::inode_count() const {
@@ -303,7 +357,7 @@ void FuseServer::Forget(uint64_t nodeid, uint64_t nlookup) {
   std::lock_guard lock(mu_);
   auto it = inodes_.find(nodeid);
   if (it == inodes_.end()) {
-    ++counters_.malformed;
+    if (nodeid >= stale_below_) ++counters_.malformed;  // below: from before a restore
     return;
   }
   Inode& inode = *it->second;
@@ -512,7 +566,20 @@ uint32_t FuseServer::HandleRequest(absl::Span<const uint8_t> in, ReplySink& out)
     ++counters_.malformed;
     if (err == 0) err = EINVAL;
   }
+  if (err == ENOENT && rq.header.nodeid != FUSE_ROOT_ID) {
+    // A node the guest looked up before a snapshot restore: gone, as after a daemon restart.
+    // ESTALE (not ENOENT) makes the guest's VFS retry the path walk with revalidation.
+    std::lock_guard lock(mu_);
+    if (rq.header.nodeid < stale_below_ && !inodes_.contains(rq.header.nodeid)) err = ESTALE;
+  }
   return Send(unique, err, &reply, out);
+}
+
+uint32_t FuseServer::GrantableInitFlags() const {
+  uint32_t want = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO |
+                  FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES;
+  if (config_.writeback) want |= FUSE_WRITEBACK_CACHE;
+  return want;
 }
 
 int FuseServer::OpInit(Request& rq, Reply& reply) {
@@ -545,10 +612,7 @@ int FuseServer::OpInit(Request& rq, Reply& reply) {
   const uint32_t minor = std::min(kOurMinor, in.minor);
   out.minor = minor;
   out.max_readahead = in.max_readahead;
-  uint32_t want = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO |
-                  FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES;
-  if (config_.writeback) want |= FUSE_WRITEBACK_CACHE;
-  out.flags = in.flags & want;
+  out.flags = in.flags & GrantableInitFlags();
   out.max_background = 64;
   out.congestion_threshold = 48;
   out.max_write = max_write_;
@@ -558,6 +622,7 @@ int FuseServer::OpInit(Request& rq, Reply& reply) {
     std::lock_guard lock(mu_);
     initialized_ = true;
     minor_ = minor;
+    init_flags_ = out.flags;
   }
   // Before 7.23 the reply was 24 bytes long.
   const size_t len = minor < 23 ? 24 : sizeof(out);

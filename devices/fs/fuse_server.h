@@ -86,6 +86,18 @@ struct FuseCounters {
   std::atomic<uint64_t> bytes_written{0};
 };
 
+// What a FUSE session carries across a snapshot (FsState): whether FUSE_INIT was answered, what
+// it negotiated, and where nodeid / handle numbering stands (so that ids handed out after a
+// restore never collide with ids the guest still holds from before).
+struct FuseSession {
+  bool initialized = false;
+  uint32_t minor = 0;      // negotiated FUSE 7.x minor
+  uint32_t max_write = 0;  // what INIT told the guest
+  uint32_t flags = 0;      // init flags granted
+  uint64_t next_nodeid = 0;
+  uint64_t next_fh = 0;
+};
+
 class FuseServer {
  public:
   static constexpr uint32_t kOurMinor = 38;  // highest FUSE 7.x we speak (<linux/fuse.h> >= that)
@@ -104,6 +116,16 @@ class FuseServer {
 
   // Back to the state before INIT: closes every handle and forgets every inode but the root.
   void Reset();
+
+  // --- Snapshot (FsState) ---
+  FuseSession session() const;
+  // On a server that has not answered INIT yet: continues `session` as a restarted FUSE daemon
+  // would, without a new INIT. Only the root node exists; a nodeid from before the restore that is
+  // not known answers ESTALE (the guest's VFS then re-walks the path from the root: new LOOKUPs),
+  // a handle from before EBADF. FailedPrecondition when this configuration could not have
+  // negotiated `session` (flags it does not grant, e.g. WRITEBACK_CACHE without `writeback`, or a
+  // larger max_write), InvalidArgument for impossible values.
+  absl::Status RestoreSession(const FuseSession& session);
 
   size_t inode_count() const;
   size_t handle_count() const;
@@ -145,6 +167,8 @@ class FuseServer {
 
   // Operations: each returns 0 (reply payload in `reply`) or an errno.
   int OpInit(Request& rq, Reply& reply);
+  // The init flags this configuration grants when the guest offers them.
+  uint32_t GrantableInitFlags() const;
   int OpLookup(Request& rq, Reply& reply);
   int OpGetattr(Request& rq, Reply& reply);
   int OpSetattr(Request& rq, Reply& reply);
@@ -187,6 +211,8 @@ class FuseServer {
   mutable std::mutex mu_;
   bool initialized_ = false;  // guarded by mu_
   uint32_t minor_ = 0;        // negotiated minor
+  uint32_t init_flags_ = 0;   // granted init flags
+  uint64_t stale_below_ = 0;  // restored session: unknown nodeids below this are from before
   absl::flat_hash_map<uint64_t, std::shared_ptr<Inode>> inodes_;
   std::map<std::pair<dev_t, ino_t>, uint64_t> by_dev_ino_;
   uint64_t next_nodeid_ = FUSE_ROOT_ID + 1;
