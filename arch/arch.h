@@ -25,8 +25,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "vessel/snapshot/v1/snapshot.pb.h"
 #include "vmm/bus/bus.h"
 #include "vmm/kvm/kvm_system.h"
 #include "vmm/kvm/kvm_vcpu.h"
@@ -102,6 +104,26 @@ class ArchVm {
   virtual std::string DescribeVcpu(const KvmVcpu& vcpu, const GuestMemory& memory) const = 0;
   // The platform compatibility profile's counters; empty when none is active.
   virtual std::string CompatSummary() const { return ""; }
+
+  // --- Snapshot and restore (vmm/snapshot/README.md) ---
+  // The host CPU's vendor as a snapshot records it ("AuthenticAMD"); a restore on another vendor
+  // is refused.
+  virtual std::string HostCpuVendor() const { return ""; }
+  // Reads the VM's and every vCPU's KVM state into `state` (x86: irqchips, PIT, clock, the compat
+  // profile; per vCPU registers, FPU/xsave, MSRs, LAPIC, events, MP state, debug registers).
+  // Every vCPU is out of KVM_RUN.
+  virtual absl::Status SaveState(const KvmSystem& kvm, KvmVm& vm, std::vector<KvmVcpu>& vcpus,
+                                 snapshot::v1::SnapshotState& state) {
+    (void)kvm, (void)vm, (void)vcpus, (void)state;
+    return absl::UnimplementedError(absl::StrCat("snapshots are not supported on ", name(), " yet"));
+  }
+  // Replaces LoadBoot + SetUpVcpu for a VM restored from `state`, built with the same shape and
+  // with guest memory already mapped from the snapshot. Checks each structure's size first.
+  virtual absl::Status RestoreState(KvmVm& vm, std::vector<KvmVcpu>& vcpus,
+                                    const snapshot::v1::SnapshotState& state, GuestMemory& memory) {
+    (void)vm, (void)vcpus, (void)state, (void)memory;
+    return absl::UnimplementedError(absl::StrCat("snapshots are not supported on ", name(), " yet"));
+  }
 };
 
 // The ArchVm for the architecture this binary is built for.

@@ -4,20 +4,28 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "devices/virtio/mmio_transport.h"
 #include "vmm/kvm/irqfd_line.h"
+#include <linux/virtio_ids.h>
 #include <linux/virtio_mmio.h>
 #include <sys/eventfd.h>
 #include "vmm/base/errors.h"
 #include "vmm/base/file_util.h"
 #include "vmm/base/log.h"
 #include "vmm/seccomp/seccomp.h"
+#include "vmm/snapshot/memory_file.h"
+#include "vmm/snapshot/state_file.h"
 
 namespace vessel {
 namespace {
@@ -95,7 +103,9 @@ absl::Status Machine::Build() {
     return absl::InvalidArgumentError(
         absl::StrCat("--mem-mib ", c.mem_mib, " is out of range ", kMinMemMib, "..", kMaxMemMib));
   }
-  if (c.kernel_path.empty()) return absl::InvalidArgumentError("no kernel given: pass --kernel PATH");
+  if (c.kernel_path.empty() && restore_ == nullptr) {
+    return absl::InvalidArgumentError("no kernel given: pass --kernel PATH");
+  }
   if (c.seccomp) VESSEL_RETURN_IF_ERROR(seccomp::CheckSupported());
 
   VESSEL_ASSIGN_OR_RETURN(KvmSystem kvm, KvmSystem::Open());
@@ -111,8 +121,27 @@ absl::Status Machine::Build() {
   // Guest RAM.
   const uint64_t mem_bytes = c.mem_mib << 20;
   VESSEL_ASSIGN_OR_RETURN(std::vector<GuestRange> ranges, arch_->RamRanges(mem_bytes));
-  VESSEL_ASSIGN_OR_RETURN(GuestMemory memory,
-                          GuestMemory::Create(ranges, GuestMemory::Options{c.hugepages}));
+  GuestMemory::Options memory_options;
+  memory_options.hugepages = c.hugepages;
+  if (restore_ != nullptr) {
+    // The snapshot's layout must be the one this shape gives.
+    if (ranges.size() != static_cast<size_t>(restore_->memory_size())) {
+      return absl::DataLossError(absl::StrCat("snapshot: ", restore_->memory_size(),
+                                              " RAM regions, this VM shape has ", ranges.size()));
+    }
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      const auto& r = restore_->memory(static_cast<int>(i));
+      if (r.gpa() != ranges[i].gpa || r.size() != ranges[i].size) {
+        return absl::DataLossError(absl::StrFormat(
+            "snapshot: RAM region %d is %#x+%#x, this VM shape has %#x+%#x", i, r.gpa(), r.size(),
+            ranges[i].gpa, ranges[i].size));
+      }
+    }
+    memory_options.hugepages = false;
+    memory_options.backing_fd = restore_memory_fd_;
+    memory_options.backing_offsets = restore_memory_offsets_;
+  }
+  VESSEL_ASSIGN_OR_RETURN(GuestMemory memory, GuestMemory::Create(ranges, memory_options));
   memory_.emplace(std::move(memory));
   for (size_t i = 0; i < memory_->regions().size(); ++i) {
     const GuestRegion& r = memory_->regions()[i];
@@ -128,6 +157,11 @@ absl::Status Machine::Build() {
   VESSEL_RETURN_IF_ERROR(arch_->SetUpIrqchip(*vm_, c.vcpus));
 
   VESSEL_RETURN_IF_ERROR(SetUpDevices());
+  if (restore_ != nullptr) {
+    VESSEL_RETURN_IF_ERROR(RestoreDevicesAndVcpus());
+    exit_counts_.assign(c.vcpus, {});
+    return absl::OkStatus();
+  }
 
   // Kernel, initrd, command line, boot structures.
   // Mapped, not read into the heap: a copy there stays with the allocator after it is freed
@@ -248,6 +282,8 @@ absl::Status Machine::AddVirtioDevice(std::unique_ptr<virtio::VirtioDevice> devi
       name, std::move(device), &*memory_, std::make_shared<IrqfdLine>(irq_fd.get()));
   eventfds_.push_back(std::move(irq_fd));
   VESSEL_RETURN_IF_ERROR(mmio_bus_.Insert(transport, base, virtio::MmioTransport::kWindowSize, name));
+  transports_.push_back(transport);
+  transport_names_.push_back(name);
   // QueueNotify through ioeventfds (datamatch on the queue index): no MMIO exit per kick.
   for (uint32_t q = 0; q < transport->queue_count(); ++q) {
     ScopedFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -289,9 +325,16 @@ void Machine::RunVcpu(size_t index) {
     int64_t expected = -1;
     first_run_ns_.compare_exchange_strong(expected, SinceCreate().count());
   }
+  // Started while paused (e.g. right after a restore that is to be inspected): park before running.
+  if (pause_requested_.load(std::memory_order_acquire)) ParkIfPaused(index);
   while (!stopping_.load(std::memory_order_acquire)) {
     int err = vcpu.Run();
-    if (err == EINTR || err == EAGAIN) continue;
+    if (err == EINTR || err == EAGAIN) {
+      // A kick. With immediate_exit set, KVM_RUN completed any pending I/O first: the vCPU stands
+      // at an instruction boundary, where Pause() wants it.
+      if (pause_requested_.load(std::memory_order_acquire)) ParkIfPaused(index);
+      continue;
+    }
     if (err != 0) {
       End(ExitReason::kCrash, absl::StrCat("vCPU ", index, ": KVM_RUN failed: ", std::strerror(err)));
       break;
@@ -415,6 +458,269 @@ void Machine::KickAll() {
 }
 
 void Machine::Stop() { End(ExitReason::kHostStop, "stopped by the host"); }
+
+// --- Snapshots ---
+
+void Machine::ParkIfPaused(size_t index) {
+  std::unique_lock lock(mu_);
+  if (!pause_requested_.load()) return;
+  ++parked_vcpus_;
+  cv_.notify_all();
+  cv_.wait(lock, [this] { return !pause_requested_.load() || stopping_.load(); });
+  --parked_vcpus_;
+  vcpus_[index].run()->immediate_exit = 0;
+}
+
+absl::Status Machine::Pause() {
+  constexpr auto kPauseTimeout = std::chrono::seconds(5);
+  {
+    std::unique_lock lock(mu_);
+    if (exit_.has_value()) return absl::FailedPreconditionError("cannot pause: the machine has ended");
+    if (paused_) return absl::OkStatus();
+    pause_requested_.store(true, std::memory_order_release);
+    if (!threads_.empty()) {
+      KickAll();
+      const bool parked = cv_.wait_for(lock, kPauseTimeout, [this] {
+        return parked_vcpus_ == threads_.size() || exit_.has_value();
+      });
+      if (!parked || exit_.has_value()) {
+        pause_requested_.store(false);
+        for (KvmVcpu& v : vcpus_) v.run()->immediate_exit = 0;
+        cv_.notify_all();
+        return exit_.has_value()
+                   ? absl::FailedPreconditionError("cannot pause: the machine ended meanwhile")
+                   : absl::DeadlineExceededError(absl::StrCat(
+                         "pause: ", threads_.size() - parked_vcpus_, " vCPU(s) did not stop within ",
+                         kPauseTimeout.count(), " s"));
+      }
+    }
+  }
+  for (size_t i = 0; i < transports_.size(); ++i) {
+    absl::Status s = transports_[i]->Pause();
+    if (!s.ok()) {
+      for (size_t j = 0; j < i; ++j) transports_[j]->Unpause();
+      std::lock_guard lock(mu_);
+      pause_requested_.store(false);
+      cv_.notify_all();
+      return absl::Status(s.code(), absl::StrCat("pause ", transport_names_[i], ": ", s.message()));
+    }
+  }
+  std::lock_guard lock(mu_);
+  paused_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status Machine::Resume() {
+  {
+    std::lock_guard lock(mu_);
+    if (!paused_) return absl::OkStatus();
+  }
+  for (auto& t : transports_) t->Unpause();
+  std::lock_guard lock(mu_);
+  paused_ = false;
+  pause_requested_.store(false, std::memory_order_release);
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+bool Machine::paused() const {
+  std::lock_guard lock(const_cast<std::mutex&>(mu_));
+  return paused_;
+}
+
+namespace {
+
+std::string HostCpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  }
+  return "";
+}
+
+// The virtio device kinds a configuration gives, in window order (as SetUpDevices adds them).
+std::vector<uint32_t> VirtioTypesOf(const MachineConfig& c) {
+  std::vector<uint32_t> types;
+  for (size_t i = 0; i < c.disks.size(); ++i) types.push_back(VIRTIO_ID_BLOCK);
+  if (c.vsock.has_value()) types.push_back(VIRTIO_ID_VSOCK);
+  for (size_t i = 0; i < c.nets.size(); ++i) types.push_back(VIRTIO_ID_NET);
+  for (size_t i = 0; i < c.shares.size(); ++i) types.push_back(VIRTIO_ID_FS);
+  return types;
+}
+
+std::string DescribeTypes(const std::vector<uint32_t>& types) {
+  std::vector<std::string> names;
+  for (uint32_t t : types) {
+    switch (t) {
+      case VIRTIO_ID_BLOCK: names.push_back("blk"); break;
+      case VIRTIO_ID_VSOCK: names.push_back("vsock"); break;
+      case VIRTIO_ID_NET: names.push_back("net"); break;
+      case VIRTIO_ID_FS: names.push_back("fs"); break;
+      default: names.push_back(absl::StrCat("type ", t)); break;
+    }
+  }
+  return names.empty() ? "no virtio devices" : absl::StrJoin(names, ", ");
+}
+
+}  // namespace
+
+absl::StatusOr<SnapshotInfo> Machine::SaveSnapshot(const std::string& dir) {
+  {
+    std::lock_guard lock(mu_);
+    if (!paused_) return absl::FailedPreconditionError("snapshot: pause the machine first");
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return ErrnoStatus("create " + dir);
+  const std::string state_path = dir + "/" + snapshot::kStateFileName;
+  const std::string memory_path = dir + "/" + snapshot::kMemoryFileName;
+  if (::access(state_path.c_str(), F_OK) == 0) {
+    return absl::AlreadyExistsError(absl::StrCat(dir, " already holds a snapshot: remove it or pick another directory"));
+  }
+  snapshot::v1::SnapshotState st;
+  st.set_format_version(snapshot::kFormatVersion);
+  st.mutable_host()->set_arch(std::string(arch_->name()));
+  st.mutable_host()->set_cpu_vendor(arch_->HostCpuVendor());
+  st.mutable_host()->set_kvm_flavor(platform_.Name());
+  st.mutable_host()->set_cpu_model(HostCpuModel());
+  snapshot::v1::MachineShape* shape = st.mutable_shape();
+  shape->set_vcpus(config_.vcpus);
+  shape->set_mem_mib(config_.mem_mib);
+  shape->set_cmdline(cmdline_);
+  shape->set_kernel_path(config_.kernel_path);
+  for (size_t i = 0; i < transports_.size(); ++i) {
+    snapshot::v1::DeviceSlot* slot = shape->add_devices();
+    slot->set_device_type(transports_[i]->device()->device_type());
+    slot->set_name(transport_names_[i]);
+  }
+  VESSEL_RETURN_IF_ERROR(arch_->SaveState(*kvm_, *vm_, vcpus_, st));
+  const Serial16550::State serial = serial_->GetState();
+  snapshot::v1::SerialState* ss = st.mutable_serial();
+  ss->set_ier(serial.ier);
+  ss->set_lcr(serial.lcr);
+  ss->set_mcr(serial.mcr);
+  ss->set_scr(serial.scr);
+  ss->set_fcr(serial.fcr);
+  ss->set_dll(serial.dll);
+  ss->set_dlm(serial.dlm);
+  ss->set_thr_interrupt_pending(serial.thr_interrupt_pending);
+  ss->set_overrun(serial.overrun);
+  ss->set_rx_fifo(serial.rx);
+  for (size_t i = 0; i < transports_.size(); ++i) {
+    absl::StatusOr<snapshot::v1::VirtioMmioState> t = transports_[i]->SaveState();
+    if (!t.ok()) {
+      return absl::Status(t.status().code(),
+                          absl::StrCat("snapshot of ", transport_names_[i], ": ", t.status().message()));
+    }
+    *st.add_virtio() = std::move(*t);
+  }
+  VESSEL_ASSIGN_OR_RETURN(snapshot::MemoryFileWritten mem, snapshot::WriteMemoryFile(memory_path, *memory_));
+  for (const auto& r : mem.layout) *st.add_memory() = r;
+  st.set_memory_file_bytes(mem.file_bytes);
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  st.set_taken_unix_ns(static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec);
+  // The state file goes last: its presence marks a complete snapshot.
+  VESSEL_RETURN_IF_ERROR(snapshot::WriteStateFile(state_path, st));
+  SnapshotInfo info;
+  struct stat sb;
+  if (::stat(state_path.c_str(), &sb) == 0) info.state_bytes = static_cast<uint64_t>(sb.st_size);
+  info.memory_file_bytes = mem.file_bytes;
+  info.memory_data_bytes = mem.data_bytes;
+  info.took = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0);
+  LogInfo("snapshot: ", dir, ": ", mem.data_bytes >> 20, " MiB of data in a ", mem.file_bytes >> 20,
+          " MiB memory file, ", info.state_bytes, "-byte state file, ",
+          std::chrono::duration_cast<std::chrono::milliseconds>(info.took).count(), " ms");
+  return info;
+}
+
+absl::StatusOr<std::unique_ptr<Machine>> Machine::Restore(MachineConfig config, const std::string& dir) {
+  const auto t0 = std::chrono::steady_clock::now();
+  VESSEL_ASSIGN_OR_RETURN(snapshot::v1::SnapshotState st,
+                          snapshot::ReadStateFile(dir + "/" + snapshot::kStateFileName));
+  // The host and shape checks, before anything is built.
+  const Platform platform = config.platform.has_value() ? *config.platform : DetectPlatform();
+  std::unique_ptr<arch::ArchVm> arch = arch::CreateHostArch(platform);
+  auto refuse = [&](const std::string& why) {
+    return absl::FailedPreconditionError(absl::StrCat("snapshot ", dir, ": ", why));
+  };
+  if (st.host().arch() != arch->name()) {
+    return refuse(absl::StrCat("taken on ", st.host().arch(), ", this host runs ", arch->name()));
+  }
+  if (st.host().cpu_vendor() != arch->HostCpuVendor()) {
+    return refuse(absl::StrCat("taken on a ", st.host().cpu_vendor(), " CPU, this host has ",
+                               arch->HostCpuVendor(), ": take a new snapshot here"));
+  }
+  if (st.host().kvm_flavor() != platform.Name()) {
+    return refuse(absl::StrCat("taken under ", st.host().kvm_flavor(), ", this host has ",
+                               platform.Name(), ": take a new snapshot here"));
+  }
+  if (st.shape().vcpus() != config.vcpus || st.shape().mem_mib() != config.mem_mib) {
+    return refuse(absl::StrCat("a ", st.shape().vcpus(), "-vCPU ", st.shape().mem_mib(),
+                               " MiB VM, the configuration asks for ", config.vcpus, " vCPUs and ",
+                               config.mem_mib, " MiB"));
+  }
+  std::vector<uint32_t> snapshot_types;
+  for (const auto& d : st.shape().devices()) snapshot_types.push_back(d.device_type());
+  const std::vector<uint32_t> config_types = VirtioTypesOf(config);
+  if (snapshot_types != config_types || static_cast<size_t>(st.virtio_size()) != config_types.size()) {
+    return refuse(absl::StrCat("its virtio devices are [", DescribeTypes(snapshot_types),
+                               "], the configuration gives [", DescribeTypes(config_types), "]"));
+  }
+  VESSEL_ASSIGN_OR_RETURN(snapshot::MemoryFileToMap mem,
+                          snapshot::OpenMemoryFile(dir + "/" + snapshot::kMemoryFileName, st.memory(),
+                                                   st.memory_file_bytes()));
+  std::unique_ptr<Machine> m(new Machine());
+  m->created_ = t0;
+  m->config_ = std::move(config);
+  m->config_.hugepages = false;
+  m->restore_ = &st;
+  m->restore_memory_fd_ = mem.fd.get();
+  m->restore_memory_offsets_ = mem.offsets;
+  absl::Status s = m->Build();
+  m->restore_ = nullptr;
+  m->restore_memory_fd_ = -1;
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("restore from ", dir, ": ", s.message()));
+  }
+  m->setup_ = m->SinceCreate();
+  LogInfo("restored a VM from snapshot ", dir, " in ",
+          std::chrono::duration_cast<std::chrono::microseconds>(m->setup_).count(), " us");
+  return m;
+}
+
+absl::Status Machine::RestoreDevicesAndVcpus() {
+  const snapshot::v1::SnapshotState& st = *restore_;
+  cmdline_ = st.shape().cmdline();
+  // Interrupt controllers and vCPUs first: a device that raises an interrupt as it resumes (vsock's
+  // transport reset) must find the restored IOAPIC.
+  VESSEL_RETURN_IF_ERROR(arch_->RestoreState(*vm_, vcpus_, st, *memory_));
+  const snapshot::v1::SerialState& ss = st.serial();
+  Serial16550::State serial;
+  serial.ier = static_cast<uint8_t>(ss.ier());
+  serial.lcr = static_cast<uint8_t>(ss.lcr());
+  serial.mcr = static_cast<uint8_t>(ss.mcr());
+  serial.scr = static_cast<uint8_t>(ss.scr());
+  serial.fcr = static_cast<uint8_t>(ss.fcr());
+  serial.dll = static_cast<uint8_t>(ss.dll());
+  serial.dlm = static_cast<uint8_t>(ss.dlm());
+  serial.thr_interrupt_pending = ss.thr_interrupt_pending();
+  serial.overrun = ss.overrun();
+  serial.rx = ss.rx_fifo();
+  serial_->SetState(serial);
+  if (transports_.size() != static_cast<size_t>(st.virtio_size())) {
+    return absl::DataLossError(absl::StrCat("the snapshot holds ", st.virtio_size(),
+                                            " virtio devices, the VM has ", transports_.size()));
+  }
+  for (size_t i = 0; i < transports_.size(); ++i) {
+    absl::Status s = transports_[i]->RestoreState(st.virtio(static_cast<int>(i)));
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(transport_names_[i], ": ", s.message()));
+  }
+  return absl::OkStatus();
+}
 
 void Machine::JoinAll() {
   auto deadline = std::chrono::steady_clock::now() + kJoinTimeout;

@@ -42,8 +42,12 @@
 #include "vmm/legacy/debug_port.h"
 #include "vmm/legacy/serial.h"
 #include "vmm/memory/guest_memory.h"
+#include "vessel/snapshot/v1/snapshot.pb.h"
 
 namespace vessel {
+namespace virtio {
+class MmioTransport;
+}
 
 struct MachineConfig {
   uint32_t vcpus = 1;
@@ -87,9 +91,24 @@ struct BootTimeline {
   std::vector<DebugPort::Mark> marks;  // boot-timing port codes
 };
 
+// What SaveSnapshot wrote.
+struct SnapshotInfo {
+  uint64_t state_bytes = 0;        // the state file
+  uint64_t memory_file_bytes = 0;  // the memory file's apparent size (= guest RAM)
+  uint64_t memory_data_bytes = 0;  // bytes of it that hold data (the rest are holes)
+  std::chrono::nanoseconds took{0};
+};
+
 class Machine {
  public:
   static absl::StatusOr<std::unique_ptr<Machine>> Create(MachineConfig config);
+  // A machine restored from the snapshot directory `dir` (vmm/snapshot/README.md), built from
+  // `config`: the same shape as the snapshot's (vCPUs, memory, the kinds of virtio devices in
+  // order) with its own device backends (vsock socket and CID, taps and MACs, disks, shares).
+  // config.kernel_path and initrd_path are not used. Guest memory maps the snapshot's memory file
+  // privately, so it must stay in place while the machine lives. Everything in the snapshot is
+  // checked before any vCPU runs; on error nothing is left behind. Start() runs it.
+  static absl::StatusOr<std::unique_ptr<Machine>> Restore(MachineConfig config, const std::string& dir);
   ~Machine();
   Machine(const Machine&) = delete;
   Machine& operator=(const Machine&) = delete;
@@ -99,6 +118,15 @@ class Machine {
   MachineExit Wait();
   // Ends the VM with kHostStop (no effect if it already ended). Safe from any thread.
   void Stop();
+
+  // Snapshots. Pause: every vCPU out of KVM_RUN at an instruction boundary and parked, every
+  // virtio device quiesced (vmm/snapshot/README.md). Resume undoes it. SaveSnapshot needs a paused
+  // machine and writes `dir`/state and `dir`/memory (`dir` is created when missing; an existing
+  // snapshot there is an error). A machine that was never started counts as paused.
+  absl::Status Pause();
+  absl::Status Resume();
+  bool paused() const;
+  absl::StatusOr<SnapshotInfo> SaveSnapshot(const std::string& dir);
 
   void SendConsoleInput(absl::string_view bytes);
   const Platform& platform() const { return platform_; }
@@ -120,6 +148,9 @@ class Machine {
  private:
   Machine() = default;
   absl::Status Build();
+  // The restore half of Build(): architecture, legacy and virtio device state from restore_.
+  absl::Status RestoreDevicesAndVcpus();
+  void ParkIfPaused(size_t index);
   absl::Status SetUpDevices();
   // Puts `device` on the MMIO bus in the next virtio-mmio window, with an irqfd interrupt and
   // ioeventfd queue notifications, and adds it to the kernel command line.
@@ -157,12 +188,22 @@ class Machine {
   vsock::VsockDevice* vsock_ = nullptr;      // owned by its transport on mmio_bus_
   std::vector<net::NetDevice*> nets_;        // owned by their transports on mmio_bus_
   std::vector<fs::FsDevice*> shares_;        // owned by their transports on mmio_bus_
+  std::vector<std::shared_ptr<virtio::MmioTransport>> transports_;  // in window order
+  std::vector<std::string> transport_names_;
+
+  // Set only while Restore() builds the machine.
+  const snapshot::v1::SnapshotState* restore_ = nullptr;
+  int restore_memory_fd_ = -1;
+  std::vector<uint64_t> restore_memory_offsets_;
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::optional<MachineExit> exit_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> pause_requested_{false};  // vCPU threads park (guarded by mu_ for waits)
+  size_t parked_vcpus_ = 0;                   // guarded by mu_
+  bool paused_ = false;                       // guarded by mu_: devices quiesced too
   std::atomic<int> running_threads_{0};
   std::atomic<int64_t> first_run_ns_{-1};
   std::atomic<int64_t> first_console_ns_{-1};

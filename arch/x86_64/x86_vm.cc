@@ -10,6 +10,7 @@
 #include "arch/x86_64/e820.h"
 #include "arch/x86_64/elf_symbols.h"
 #include "arch/x86_64/kernel_loader.h"
+#include "arch/x86_64/kvm_state.h"
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/mptable.h"
 #include "arch/x86_64/vcpu_setup.h"
@@ -178,5 +179,71 @@ std::string X86Vm::DescribeVcpu(const KvmVcpu& vcpu, const GuestMemory& memory) 
 }
 
 std::string X86Vm::CompatSummary() const { return compat_ ? compat_->Summary() : ""; }
+
+std::string X86Vm::HostCpuVendor() const { return x86::HostCpuVendor(); }
+
+absl::Status X86Vm::SaveState(const KvmSystem& kvm, KvmVm& vm, std::vector<KvmVcpu>& vcpus,
+                              snapshot::v1::SnapshotState& state) {
+  snapshot::v1::X86VmState* vm_state = state.mutable_x86_vm();
+  VESSEL_RETURN_IF_ERROR(SaveVmState(vm, *vm_state));
+  vm_state->set_entry(entry_);
+  if (compat_) {
+    PvmCompat::State c = compat_->GetState();
+    snapshot::v1::PvmCompatState* out = vm_state->mutable_compat();
+    out->set_has_trap(c.trap_gva.has_value());
+    out->set_trap_gva(c.trap_gva.value_or(0));
+    out->set_trap_gpa(c.trap_gpa);
+    out->set_trap_disabled(c.trap_disabled);
+    out->set_int3_injected(c.int3_injected);
+    out->set_fwait_skipped(c.fwait_skipped);
+    out->set_page_fault_traps(c.page_fault_traps);
+    out->set_syscalls_fixed(c.syscalls_fixed);
+    out->set_trap_plants(c.trap_plants);
+  }
+  const VcpuStateOptions options = VcpuStateOptionsFor(kvm);
+  for (KvmVcpu& vcpu : vcpus) {
+    int skipped = 0;
+    absl::Status s = SaveVcpuState(vcpu, options, *state.add_x86_vcpus(), &skipped);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat("vCPU ", vcpu.id(), ": ", s.message()));
+    if (skipped > 0) {
+      LogInfo("snapshot: vCPU ", vcpu.id(), ": ", skipped, " of ", options.msr_indices.size(),
+              " MSRs KVM lists do not read on this host; left out");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status X86Vm::RestoreState(KvmVm& vm, std::vector<KvmVcpu>& vcpus,
+                                 const snapshot::v1::SnapshotState& state, GuestMemory& memory) {
+  if (static_cast<size_t>(state.x86_vcpus_size()) != vcpus.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("the snapshot holds ", state.x86_vcpus_size(),
+                                                   " vCPUs, the VM has ", vcpus.size()));
+  }
+  if ((platform_.flavor == KvmFlavor::kPvm) != state.x86_vm().has_compat()) {
+    return absl::FailedPreconditionError(
+        "the snapshot was taken with a different kvm_pvm compatibility profile setting");
+  }
+  VESSEL_RETURN_IF_ERROR(RestoreVmState(vm, state.x86_vm()));
+  for (size_t i = 0; i < vcpus.size(); ++i) {
+    absl::Status s = RestoreVcpuState(vcpus[i], state.x86_vcpus(static_cast<int>(i)));
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat("vCPU ", i, ": ", s.message()));
+  }
+  vcpus_ = static_cast<uint32_t>(vcpus.size());
+  entry_ = state.x86_vm().entry();
+  if (state.x86_vm().has_compat()) {
+    const snapshot::v1::PvmCompatState& in = state.x86_vm().compat();
+    PvmCompat::State c;
+    if (in.has_trap()) c.trap_gva = in.trap_gva();
+    c.trap_gpa = in.trap_gpa();
+    c.trap_disabled = in.trap_disabled();
+    c.int3_injected = in.int3_injected();
+    c.fwait_skipped = in.fwait_skipped();
+    c.page_fault_traps = in.page_fault_traps();
+    c.syscalls_fixed = in.syscalls_fixed();
+    c.trap_plants = in.trap_plants();
+    compat_ = PvmCompat::FromState(&memory, c);
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace vessel::x86

@@ -38,6 +38,11 @@ class X86Vm : public arch::ArchVm {
   absl::StatusOr<bool> HandleInternalError(KvmVcpu& vcpu) override;
   std::string DescribeVcpu(const KvmVcpu& vcpu, const GuestMemory& memory) const override;
   std::string CompatSummary() const override;
+  std::string HostCpuVendor() const override;
+  absl::Status SaveState(const KvmSystem& kvm, KvmVm& vm, std::vector<KvmVcpu>& vcpus,
+                         snapshot::v1::SnapshotState& state) override;
+  absl::Status RestoreState(KvmVm& vm, std::vector<KvmVcpu>& vcpus,
+                            const snapshot::v1::SnapshotState& state, GuestMemory& memory) override;
 
  private:
   Platform platform_;

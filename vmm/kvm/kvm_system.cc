@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "vmm/base/errors.h"
@@ -91,5 +92,22 @@ absl::StatusOr<KvmVm> KvmSystem::CreateVm() const {
   if (vm < 0) return ErrnoStatus("KVM_CREATE_VM");
   return KvmVm(ScopedFd(vm), vcpu_mmap_size_);
 }
+
+#if defined(__x86_64__)
+absl::StatusOr<std::vector<uint32_t>> KvmSystem::MsrIndexList() const {
+  uint32_t n = 512;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    std::vector<uint32_t> indices(n);
+    uint32_t got = n;
+    if (vessel_kvm_get_msr_index_list(fd_.get(), indices.data(), &got) == 0) {
+      indices.resize(got);
+      return indices;
+    }
+    if (errno != E2BIG) return ErrnoStatus("KVM_GET_MSR_INDEX_LIST");
+    n = std::max(got, n * 2);
+  }
+  return absl::InternalError("KVM_GET_MSR_INDEX_LIST: too many MSRs");
+}
+#endif
 
 }  // namespace vessel

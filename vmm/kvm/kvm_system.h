@@ -4,6 +4,7 @@
 
 #include <linux/kvm.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,10 @@ class KvmSystem {
   // KVM_GET_SUPPORTED_CPUID.
   absl::StatusOr<std::vector<kvm_cpuid_entry2>> SupportedCpuid() const;
   absl::StatusOr<KvmVm> CreateVm() const;
+#if defined(__x86_64__)
+  // KVM_GET_MSR_INDEX_LIST: the MSRs KVM saves and restores for a vCPU.
+  absl::StatusOr<std::vector<uint32_t>> MsrIndexList() const;
+#endif
 
  private:
   explicit KvmSystem(ScopedFd fd) : fd_(std::move(fd)) {}

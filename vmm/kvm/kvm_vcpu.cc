@@ -2,6 +2,8 @@
 
 #include <sys/ioctl.h>
 
+#include <algorithm>
+
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -97,5 +99,56 @@ absl::StatusOr<uint64_t> KvmVcpu::Translate(uint64_t gva) const {
   }
   return static_cast<uint64_t>(tr.physical_address);
 }
+
+absl::StatusOr<std::string> KvmVcpu::GetRaw(unsigned long request, size_t size,
+                                            const char* name) const {
+  std::string bytes(size, '\0');
+  if (::ioctl(fd_.get(), request, bytes.data()) < 0) return ErrnoStatus(name);
+  return bytes;
+}
+
+absl::Status KvmVcpu::SetRaw(unsigned long request, absl::string_view bytes, size_t size,
+                             const char* name) {
+  if (bytes.size() != size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": the state holds ", bytes.size(), " bytes, KVM expects ", size));
+  }
+  std::string copy(bytes);
+  if (::ioctl(fd_.get(), request, copy.data()) < 0) return ErrnoStatus(name);
+  return absl::OkStatus();
+}
+
+#if defined(__x86_64__)
+absl::StatusOr<std::vector<kvm_cpuid_entry2>> KvmVcpu::GetCpuid() const {
+  uint32_t n = 256;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    std::vector<kvm_cpuid_entry2> entries(n);
+    uint32_t got = n;
+    if (vessel_kvm_get_cpuid2(fd_.get(), entries.data(), &got) == 0) {
+      entries.resize(got);
+      return entries;
+    }
+    if (errno != E2BIG) return ErrnoStatus("KVM_GET_CPUID2");
+    n = std::max(got, n * 2);
+  }
+  return absl::InternalError("KVM_GET_CPUID2: too many entries");
+}
+
+absl::StatusOr<std::string> KvmVcpu::GetXsave() const {
+  std::string bytes(vessel_kvm_xsave_size(), '\0');
+  if (vessel_kvm_get_xsave(fd_.get(), bytes.data()) < 0) return ErrnoStatus("KVM_GET_XSAVE");
+  return bytes;
+}
+
+absl::Status KvmVcpu::SetXsave(absl::string_view bytes) {
+  if (bytes.size() != vessel_kvm_xsave_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("KVM_SET_XSAVE: the state holds ", bytes.size(),
+                                                   " bytes, KVM expects ", vessel_kvm_xsave_size()));
+  }
+  std::string copy(bytes);
+  if (vessel_kvm_set_xsave(fd_.get(), copy.data()) < 0) return ErrnoStatus("KVM_SET_XSAVE");
+  return absl::OkStatus();
+}
+#endif
 
 }  // namespace vessel

@@ -5,10 +5,12 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "vmm/base/scoped_fd.h"
 #include "vmm/base/scoped_mmap.h"
 
@@ -44,6 +46,19 @@ class KvmVcpu {
   absl::Status SetEvents(const kvm_vcpu_events& events);
   // KVM_TRANSLATE: guest-virtual to guest-physical under the vCPU's current paging.
   absl::StatusOr<uint64_t> Translate(uint64_t gva) const;
+
+  // A KVM_GET_x / KVM_SET_x ioctl whose argument is one fixed-size structure of `size` bytes, as
+  // raw bytes (the snapshot state file keeps KVM structures that way). SetRaw refuses bytes of
+  // another size, naming `name`.
+  absl::StatusOr<std::string> GetRaw(unsigned long request, size_t size, const char* name) const;
+  absl::Status SetRaw(unsigned long request, absl::string_view bytes, size_t size, const char* name);
+#if defined(__x86_64__)
+  // KVM_GET_CPUID2: the CPUID entries this vCPU was given.
+  absl::StatusOr<std::vector<kvm_cpuid_entry2>> GetCpuid() const;
+  // KVM_GET_XSAVE / KVM_SET_XSAVE as raw bytes of struct kvm_xsave.
+  absl::StatusOr<std::string> GetXsave() const;
+  absl::Status SetXsave(absl::string_view bytes);
+#endif
 
  private:
   uint32_t id_;

@@ -4,6 +4,8 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "vmm/base/errors.h"
 #include "vmm/kvm/kvm_vcpu.h"
@@ -84,6 +86,25 @@ absl::StatusOr<KvmVcpu> KvmVm::CreateVcpu(uint32_t id) {
   void* run = ::mmap(nullptr, vcpu_mmap_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (run == MAP_FAILED) return ErrnoStatus(absl::StrCat("mmap kvm_run of vCPU ", id));
   return KvmVcpu(id, std::move(fd), ScopedMmap(run, vcpu_mmap_size_));
+}
+
+absl::StatusOr<std::string> KvmVm::GetRaw(unsigned long request, size_t size, const char* name,
+                                          absl::string_view in) const {
+  std::string bytes(size, '\0');
+  std::copy_n(in.data(), std::min(in.size(), size), bytes.data());
+  if (::ioctl(fd_.get(), request, bytes.data()) < 0) return ErrnoStatus(name);
+  return bytes;
+}
+
+absl::Status KvmVm::SetRaw(unsigned long request, absl::string_view bytes, size_t size,
+                           const char* name) {
+  if (bytes.size() != size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": the state holds ", bytes.size(), " bytes, KVM expects ", size));
+  }
+  std::string copy(bytes);
+  if (::ioctl(fd_.get(), request, copy.data()) < 0) return ErrnoStatus(name);
+  return absl::OkStatus();
 }
 
 }  // namespace vessel

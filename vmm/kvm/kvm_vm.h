@@ -3,9 +3,11 @@
 #define VESSEL_VMM_KVM_KVM_VM_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "vmm/base/scoped_fd.h"
 
 namespace vessel {
@@ -32,6 +34,11 @@ class KvmVm {
   absl::Status RegisterIoeventfd(uint64_t gpa, uint32_t len, uint64_t datamatch, int eventfd);
   // KVM_IRQFD: each write to `eventfd` injects an edge on `gsi` of the in-kernel irqchip.
   absl::Status RegisterIrqfd(int eventfd, uint32_t gsi);
+  // A VM ioctl on one fixed-size structure, as raw bytes (see KvmVcpu::GetRaw). The argument is
+  // initialised from `in` (KVM_GET_IRQCHIP reads its chip_id from it); empty means zeros.
+  absl::StatusOr<std::string> GetRaw(unsigned long request, size_t size, const char* name,
+                                     absl::string_view in = {}) const;
+  absl::Status SetRaw(unsigned long request, absl::string_view bytes, size_t size, const char* name);
 
  private:
   ScopedFd fd_;

@@ -173,4 +173,35 @@ uint64_t Serial16550::dropped_input() const {
   return dropped_;
 }
 
+Serial16550::State Serial16550::GetState() const {
+  std::lock_guard lock(mu_);
+  State st;
+  st.ier = ier_;
+  st.lcr = lcr_;
+  st.mcr = mcr_;
+  st.scr = scr_;
+  st.fcr = fcr_;
+  st.dll = dll_;
+  st.dlm = dlm_;
+  st.thr_interrupt_pending = thr_interrupt_pending_;
+  st.overrun = overrun_;
+  st.rx.assign(rx_.begin(), rx_.end());
+  return st;
+}
+
+void Serial16550::SetState(const State& st) {
+  std::lock_guard lock(mu_);
+  ier_ = st.ier;
+  lcr_ = st.lcr;
+  mcr_ = st.mcr;
+  scr_ = st.scr;
+  fcr_ = st.fcr;
+  dll_ = st.dll;
+  dlm_ = st.dlm;
+  thr_interrupt_pending_ = st.thr_interrupt_pending;
+  overrun_ = st.overrun;
+  rx_.assign(st.rx.begin(), st.rx.begin() + std::min(st.rx.size(), kMaxInputBytes));
+  UpdateIrq();
+}
+
 }  // namespace vessel

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <string>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -34,6 +35,16 @@ class Serial16550 : public BusDevice {
   // Host input for the guest. Bytes beyond kMaxInputBytes queued are dropped and counted.
   void QueueInput(absl::string_view bytes);
   uint64_t dropped_input() const;
+
+  // Register state for a snapshot (vmm/snapshot); SetState re-evaluates the interrupt line.
+  struct State {
+    uint8_t ier = 0, lcr = 0, mcr = 0, scr = 0, fcr = 0, dll = 0x0c, dlm = 0;
+    bool thr_interrupt_pending = false;
+    bool overrun = false;
+    std::string rx;  // input the guest has not read yet
+  };
+  State GetState() const;
+  void SetState(const State& state);  // rx beyond kMaxInputBytes is dropped
 
  private:
   uint8_t ReadRegister(uint8_t reg);

@@ -19,8 +19,20 @@ std::string Hex(uint64_t v) { return absl::StrFormat("%#x", v); }
 
 absl::StatusOr<GuestMemory> GuestMemory::Create(std::vector<GuestRange> ranges, Options options) {
   if (ranges.empty()) return absl::InvalidArgumentError("guest memory: no RAM ranges given");
+  auto by_gpa = [](const GuestRange& a, const GuestRange& b) { return a.gpa < b.gpa; };
+  if (options.backing_fd >= 0 && !std::is_sorted(ranges.begin(), ranges.end(), by_gpa)) {
+    return absl::InvalidArgumentError("guest memory: file-backed ranges must be sorted by address");
+  }
   std::sort(ranges.begin(), ranges.end(),
             [](const GuestRange& a, const GuestRange& b) { return a.gpa < b.gpa; });
+  const bool file_backed = options.backing_fd >= 0;
+  if (file_backed && options.backing_offsets.size() != ranges.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("guest memory: ", ranges.size(), " ranges but ",
+                                                   options.backing_offsets.size(), " file offsets"));
+  }
+  if (file_backed && options.hugepages) {
+    return absl::InvalidArgumentError("guest memory: hugepages cannot back a memory file mapping");
+  }
   GuestMemory mem;
   uint64_t prev_end = 0;
   for (size_t i = 0; i < ranges.size(); ++i) {
@@ -38,9 +50,15 @@ absl::StatusOr<GuestMemory> GuestMemory::Create(std::vector<GuestRange> ranges, 
           absl::StrCat("guest memory: range at ", Hex(r.gpa), " overlaps the previous one"));
     }
     prev_end = r.gpa + r.size;
-    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    int flags = MAP_PRIVATE | MAP_NORESERVE | (file_backed ? 0 : MAP_ANONYMOUS);
     if (options.hugepages) flags |= MAP_HUGETLB;
-    void* addr = ::mmap(nullptr, r.size, PROT_READ | PROT_WRITE, flags, -1, 0);
+    const uint64_t offset = file_backed ? options.backing_offsets[i] : 0;
+    if (offset % kPageSize != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("guest memory: file offset ", Hex(offset), " is not 4 KiB aligned"));
+    }
+    void* addr = ::mmap(nullptr, r.size, PROT_READ | PROT_WRITE, flags, options.backing_fd,
+                        static_cast<off_t>(offset));
     if (addr == MAP_FAILED) {
       return ErrnoStatus(absl::StrCat("guest memory: mmap of ", r.size >> 20, " MiB",
                                       options.hugepages
@@ -50,7 +68,7 @@ absl::StatusOr<GuestMemory> GuestMemory::Create(std::vector<GuestRange> ranges, 
     mem.mappings_.emplace_back(addr, r.size);
     // Guest RAM never goes into a core dump of the VMM, and the kernel may back it with THP.
     ::madvise(addr, r.size, MADV_DONTDUMP);
-    if (!options.hugepages) ::madvise(addr, r.size, MADV_HUGEPAGE);
+    if (!options.hugepages && !file_backed) ::madvise(addr, r.size, MADV_HUGEPAGE);
     mem.regions_.push_back(GuestRegion{r.gpa, r.size, static_cast<uint8_t*>(addr)});
   }
   return mem;

@@ -35,9 +35,16 @@ class GuestMemory {
  public:
   struct Options {
     bool hugepages = false;  // MAP_HUGETLB; falls back with an error if none are reserved.
+    // A snapshot's memory file (vmm/snapshot): when >= 0, range i is mapped MAP_PRIVATE from this
+    // fd at backing_offsets[i] (page-aligned) instead of anonymous memory: pages load lazily on
+    // first touch, guest writes stay private, and VMs restored from one file share every page
+    // none of them wrote. The fd may be closed once Create returns.
+    int backing_fd = -1;
+    std::vector<uint64_t> backing_offsets;
   };
 
-  // Maps each range (page-aligned, non-empty, non-overlapping) as anonymous MAP_NORESERVE memory.
+  // Maps each range (page-aligned, non-empty, non-overlapping) as anonymous MAP_NORESERVE memory
+  // (or from options.backing_fd).
   static absl::StatusOr<GuestMemory> Create(std::vector<GuestRange> ranges, Options options);
   static absl::StatusOr<GuestMemory> Create(std::vector<GuestRange> ranges) {
     return Create(std::move(ranges), Options{});

@@ -70,6 +70,32 @@ PvmCompat::PvmCompat(GuestMemory* memory, std::optional<uint64_t> page_fault_ent
   }
 }
 
+PvmCompat::State PvmCompat::GetState() {
+  std::lock_guard lock(trap_mu_);
+  State st;
+  st.trap_gva = trap_gva_;
+  st.trap_gpa = trap_gpa_;
+  st.trap_disabled = trap_disabled_;
+  st.int3_injected = int3_injected_.load();
+  st.fwait_skipped = fwait_skipped_.load();
+  st.page_fault_traps = page_fault_traps_.load();
+  st.syscalls_fixed = syscalls_fixed_.load();
+  st.trap_plants = trap_plants_.load();
+  return st;
+}
+
+std::unique_ptr<PvmCompat> PvmCompat::FromState(GuestMemory* memory, const State& st) {
+  std::unique_ptr<PvmCompat> c(new PvmCompat(memory, st.trap_gva));
+  c->trap_gpa_ = st.trap_gpa;
+  c->trap_disabled_ = st.trap_disabled;
+  c->int3_injected_ = st.int3_injected;
+  c->fwait_skipped_ = st.fwait_skipped;
+  c->page_fault_traps_ = st.page_fault_traps;
+  c->syscalls_fixed_ = st.syscalls_fixed;
+  c->trap_plants_ = st.trap_plants;
+  return c;
+}
+
 void PvmCompat::MaintainTrap() {
   if (!trap_gva_.has_value()) return;
   std::lock_guard lock(trap_mu_);

@@ -89,6 +89,19 @@ class PvmCompat {
   uint64_t page_fault_traps() const { return page_fault_traps_.load(); }
   uint64_t syscalls_fixed() const { return syscalls_fixed_.load(); }
 
+  // The profile's state, carried in a snapshot: the trap's address (the guest's memory already
+  // holds the planted int3) and the counters.
+  struct State {
+    std::optional<uint64_t> trap_gva;
+    uint64_t trap_gpa = 0;
+    bool trap_disabled = false;
+    uint64_t int3_injected = 0, fwait_skipped = 0, page_fault_traps = 0, syscalls_fixed = 0,
+             trap_plants = 0;
+  };
+  State GetState();
+  // A profile for a restored VM (no kernel image to read the symbol from).
+  static std::unique_ptr<PvmCompat> FromState(GuestMemory* memory, const State& state);
+
  private:
   absl::StatusOr<bool> HandlePageFaultTrap(KvmVcpu& vcpu, kvm_regs regs);
   // Reads `len` bytes at guest-virtual `gva` through the vCPU's page tables.
