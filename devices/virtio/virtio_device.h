@@ -4,9 +4,12 @@
 #define VESSEL_DEVICES_VIRTIO_VIRTIO_DEVICE_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "devices/virtio/queue.h"
 #include "vmm/memory/guest_memory.h"
@@ -47,6 +50,23 @@ class VirtioDevice {
   virtual void NotifyQueue(uint16_t index) = 0;
   // Back to the initial state: stops using everything from Activate, waits for in-flight work.
   virtual void Reset() = 0;
+
+  // --- Snapshot and restore (vmm/snapshot/README.md) ---
+  // Pause: returns once no request is in flight and no device thread touches guest memory, the
+  // queues or the interrupt until Unpause(); work that arrives meanwhile stays queued (host
+  // sockets keep their bytes). Called with every vCPU out of KVM_RUN. Pause on an inactive device
+  // is a no-op. Unpause processes what became available while paused.
+  virtual absl::Status Pause() = 0;
+  virtual void Unpause() = 0;
+  // The device's own state (its message in vmm/snapshot/snapshot.proto, serialized); only while
+  // paused or inactive.
+  virtual absl::StatusOr<std::string> SaveState() const = 0;
+  // On a device freshly created from the restoring VM's configuration, before the transport
+  // re-activates it: checks `state` against that configuration (a different backing file, a bad
+  // message: an error naming both) and keeps what Activate needs to resume. After a restored
+  // Activate, the device first processes the chains already available (kicks from before the
+  // snapshot are not replayed).
+  virtual absl::Status RestoreState(absl::string_view state) = 0;
 };
 
 }  // namespace vessel::virtio
