@@ -279,7 +279,11 @@ void VsockDevice::IoThread() {
       }
       // Parked: nothing is touched until Unpause (or a reset, or shutdown).
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return !paused_ || stopping_ || reset_requested_ != io_reset_seen_; });
+      // A newer Pause (after an Unpause this thread has not seen yet) needs its own answer.
+      cv_.wait(lock, [&] {
+        return !paused_ || stopping_ || reset_requested_ != io_reset_seen_ ||
+               pause_requested_ != io_pause_seen_;
+      });
       more = true;  // look again at once, without waiting for an event
       continue;
     }

@@ -111,6 +111,19 @@ TEST_F(BlockSnapshotTest, PauseHoldsRequestsUntilUnpause) {
   EXPECT_EQ(Data(held[1])[0], static_cast<uint8_t>(512 * 7));
 }
 
+TEST_F(BlockSnapshotTest, BackToBackPausesWithRequestsInFlight) {
+  MmioBringUp(*transport_, 0, {&driver_});
+  for (uint16_t i = 0; i < 5; ++i) {
+    Request(VIRTIO_BLK_T_IN, i, {{512, true}}, static_cast<uint16_t>(3 * i));
+    transport_->HandleNotify(0);
+    for (int j = 0; j < 20; ++j) {
+      ASSERT_TRUE(transport_->Pause().ok());
+      transport_->Unpause();
+    }
+  }
+  EXPECT_TRUE(WaitUsed(5));
+}
+
 TEST_F(BlockSnapshotTest, PauseAndSaveOfAnInactiveDeviceAreNoOps) {
   absl::StatusOr<std::unique_ptr<BlockDevice>> dev = BlockDevice::Create({path_, false, ""});
   ASSERT_TRUE(dev.ok());

@@ -131,6 +131,20 @@ TEST_F(FsSnapshotTest, PauseHoldsRequestsUntilUnpause) {
   EXPECT_EQ(Header(Reply(d, 1)).error, 0);
 }
 
+TEST_F(FsSnapshotTest, BackToBackPausesWithRequestsInFlight) {
+  BringUp();
+  Init();
+  for (int i = 0; i < 10; ++i) {
+    Publish(Getattr(FUSE_ROOT_ID));
+    transport_->HandleNotify(1);
+    for (int j = 0; j < 20; ++j) {
+      ASSERT_TRUE(transport_->Pause().ok());
+      transport_->Unpause();
+    }
+  }
+  EXPECT_TRUE(WaitFor([&] { return requests_.UsedIdx() == 11; }));
+}
+
 TEST_F(FsSnapshotTest, PauseAndSaveOfAnInactiveDevice) {
   absl::StatusOr<std::unique_ptr<FsDevice>> dev = FsDevice::Create(Config());
   ASSERT_TRUE(dev.ok());

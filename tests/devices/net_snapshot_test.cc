@@ -153,6 +153,19 @@ TEST_F(NetSnapshotTest, PauseHoldsBothDirectionsUntilUnpause) {
   EXPECT_EQ(*seen, out);
 }
 
+TEST_F(NetSnapshotTest, BackToBackPausesNeverHang) {
+  BringUp(0);
+  for (uint16_t i = 0; i < 4; ++i) PostRx(i, 2048);
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(transport_->Pause().ok());
+    transport_->Unpause();
+  }
+  const std::vector<uint8_t> in = TestFrame(100, 5);
+  Inject(peer_.get(), in);
+  ASSERT_TRUE(WaitFor([&] { return rx_->UsedIdx() == 1; }));
+  EXPECT_EQ(RxFrame(0, 1), in);
+}
+
 TEST_F(NetSnapshotTest, HeldRxBuffersGoBackAndARestoredCloneServesOnItsOwnTap) {
   const uint64_t mrg = 1ull << VIRTIO_NET_F_MRG_RXBUF;
   BringUp(mrg);

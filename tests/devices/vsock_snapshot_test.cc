@@ -119,6 +119,24 @@ TEST_F(VsockSnapshotTest, PauseQuiescesBothDirectionsAndUnpauseResumes) {
   EXPECT_EQ(got, "host bytes while paused");
 }
 
+TEST_F(VsockSnapshotTest, BackToBackPausesNeverHang) {
+  BringUp();
+  ScopedFd client;
+  const uint32_t host_port = HostConnect(&client, 52);
+  ASSERT_NE(host_port, 0u);
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(transport_->Pause().ok());
+    transport_->Unpause();
+  }
+  WriteAll(client.get(), "still alive");
+  std::string got;
+  EXPECT_TRUE(guest_->WaitFor([&] {
+    got += guest_->TakeData(52, host_port);
+    return got.size() >= 11;
+  }));
+  EXPECT_EQ(got, "still alive");
+}
+
 TEST_F(VsockSnapshotTest, PauseOfAnInactiveDeviceIsANoOp) {
   EXPECT_TRUE(dev_->Pause().ok());
   dev_->Unpause();
