@@ -3,9 +3,12 @@
 // virtio-fs share holding a busybox rootfs, writes resolv.conf and configures the pod interface
 // (found by the MAC of the VMM's --net device) and its default route; one container with a
 // cgroup namespace, memory.max, a seccomp filter and resolv.conf bind-mounted prints what it sees
-// on a vsock port and exits 3. Prints the agent's RSS and create->running time in the guest as
-// `# bench:` lines. Needs /dev/kvm and root (a scratch network namespace for the tap); ~2
-// minutes on kvm_pvm.
+// on a vsock port and exits 3. Then the snapshot-restore calls (issue 14): ReseedRandomDev
+// (credited, CRNG reseeded, the next /proc/sys/kernel/random/uuid differs) and SetGuestDateTime
+// (`date +%s` in a second container follows it, then it is set back). Prints the agent's
+// RSS and create->running time in the guest as `# bench:` lines. Needs /dev/kvm and root (a scratch
+// network namespace for the tap); ~2 minutes on kvm_pvm.
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -14,13 +17,16 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/empty.pb.h"
@@ -66,6 +72,30 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
+// One connection accepted on `listener`; invalid if none comes within `ms`.
+ScopedFd Accept(int listener, int ms) {
+  pollfd p{listener, POLLIN, 0};
+  if (::poll(&p, 1, ms) != 1) return ScopedFd();
+  return ScopedFd(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+}
+
+// The next line from `fd` (without its newline; `pending` keeps what follows it); what there is
+// at EOF or after `ms` of silence.
+std::string ReadLine(int fd, std::string& pending, int ms) {
+  for (;;) {
+    if (size_t nl = pending.find('\n'); nl != std::string::npos) {
+      std::string line = pending.substr(0, nl);
+      pending.erase(0, nl + 1);
+      return line;
+    }
+    pollfd p{fd, POLLIN, 0};
+    char buf[256];
+    ssize_t n = ::poll(&p, 1, ms) == 1 ? ::read(fd, buf, sizeof(buf)) : 0;
+    if (n <= 0) return std::exchange(pending, "");
+    pending.append(buf, static_cast<size_t>(n));
+  }
+}
+
 TEST(AgentGuestE2e, DefaultGuestRunsAContainerFromTheShare) {
   if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "needs /dev/kvm";
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (a network namespace for the tap)";
@@ -78,7 +108,7 @@ TEST(AgentGuestE2e, DefaultGuestRunsAContainerFromTheShare) {
   for (const char* d : {"/bin", "/proc", "/sys/fs/cgroup", "/tmp", "/etc"})
     fs::create_directories(rootfs + d);
   fs::copy_file(VESSEL_BUSYBOX_PATH, rootfs + "/bin/busybox");
-  for (const char* tool : {"sh", "cat", "hostname", "ip", "mkdir", "echo"})
+  for (const char* tool : {"sh", "cat", "hostname", "ip", "mkdir", "echo", "date"})
     fs::create_symlink("busybox", rootfs + "/bin/" + tool);
   std::string netns = "vessel-agent-e2e-" + std::to_string(::getpid());
   ASSERT_EQ(std::system(("ip netns add " + netns).c_str()), 0);
@@ -267,6 +297,106 @@ TEST(AgentGuestE2e, DefaultGuestRunsAContainerFromTheShare) {
   EXPECT_FALSE(fs::exists(rootfs + "/tmp/x"));
   v1::RemoveContainerRequest remove;
   remove.set_container_id("c1");
+  EXPECT_TRUE(call("RemoveContainer", remove, Empty()).ok());
+
+  // ---- Snapshot restore (issue 14): the guest's random pool and clock, seen from a second
+  // container that reads a line of stdin between its steps (no execs: each costs seconds here).
+  absl::StatusOr<ScopedFd> stdin_listener = ttrpc::ListenUnix(uds + "_5001");
+  absl::StatusOr<ScopedFd> stdout_listener = ttrpc::ListenUnix(uds + "_5002");
+  ASSERT_TRUE(stdin_listener.ok() && stdout_listener.ok());
+  constexpr char kUuid[] = "/proc/sys/kernel/random/uuid";
+  v1::CreateContainerRequest restore_req;
+  restore_req.set_container_id("c2");
+  restore_req.set_rootfs("/run/share/rootfs");
+  for (v1::NamespaceType t : {v1::NAMESPACE_TYPE_MOUNT, v1::NAMESPACE_TYPE_PID})
+    restore_req.add_namespaces()->set_type(t);
+  v1::Mount* proc2 = restore_req.add_mounts();
+  proc2->set_destination("/proc");
+  proc2->set_type("proc");
+  restore_req.mutable_process()->add_args("sh");
+  restore_req.mutable_process()->add_args("-c");
+  restore_req.mutable_process()->add_args(
+      absl::StrCat("cat ", kUuid, "; date +%s; read x; cat ", kUuid, "; date +%s; read x; date +%s"));
+  restore_req.mutable_process()->add_env("PATH=/bin");
+  restore_req.mutable_stdio()->set_stdin_port(5001);
+  restore_req.mutable_stdio()->set_stdout_port(5002);
+  ASSERT_TRUE(call("CreateContainer", restore_req, v1::CreateContainerResponse()).ok());
+  ScopedFd c2_in = Accept(stdin_listener->get(), 60000);
+  ScopedFd c2_out = Accept(stdout_listener->get(), 60000);
+  ASSERT_TRUE(c2_in.valid() && c2_out.valid()) << "c2's stdio did not connect";
+  v1::StartContainerRequest start2;
+  start2.set_container_id("c2");
+  ASSERT_TRUE(call("StartContainer", start2, Empty()).ok());
+  std::string pending;
+  auto next_line = [&] { return ReadLine(c2_out.get(), pending, 120000); };
+  auto go_on = [&] { ASSERT_EQ(::write(c2_in.get(), "\n", 1), 1); };
+
+  const std::string uuid1 = next_line();
+  const std::string date0 = next_line();
+  EXPECT_EQ(uuid1.size(), 36u) << uuid1;
+  v1::ReseedRandomDevRequest reseed;
+  EXPECT_EQ(call("ReseedRandomDev", reseed, v1::ReseedRandomDevResponse()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::string seed(256, '\0');
+  {
+    std::ifstream urandom("/dev/urandom", std::ios::binary);
+    ASSERT_TRUE(urandom.read(seed.data(), static_cast<std::streamsize>(seed.size())));
+  }
+  reseed.set_data(seed);
+  absl::StatusOr<v1::ReseedRandomDevResponse> reseeded =
+      call("ReseedRandomDev", reseed, v1::ReseedRandomDevResponse());
+  ASSERT_TRUE(reseeded.ok()) << reseeded.status();
+  EXPECT_EQ(reseeded->entropy_bits_credited(), 256u * 8);
+  EXPECT_TRUE(reseeded->crng_reseeded());
+  // Linux 6.1: the input pool counts credited bits up to 256 (= the CRNG is initialized).
+  EXPECT_EQ(reseeded->entropy_avail_after(), 256u);
+  std::printf("# guest entropy_avail before ReseedRandomDev %u, after %u (%u bits credited)\n",
+              reseeded->entropy_avail_before(), reseeded->entropy_avail_after(),
+              reseeded->entropy_bits_credited());
+
+  v1::SetGuestDateTimeRequest set_time;
+  set_time.set_usec(1000000);
+  EXPECT_EQ(call("SetGuestDateTime", set_time, Empty()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  timespec host{};
+  ::clock_gettime(CLOCK_REALTIME, &host);
+  const int64_t ahead = static_cast<int64_t>(host.tv_sec) + 1000;
+  set_time.set_sec(ahead);
+  set_time.set_usec(host.tv_nsec / 1000);
+  ASSERT_TRUE(call("SetGuestDateTime", set_time, Empty()).ok());
+  go_on();
+  const std::string uuid2 = next_line();
+  const std::string date1 = next_line();
+  const int64_t host_after = static_cast<int64_t>(::time(nullptr));
+  EXPECT_EQ(uuid2.size(), 36u) << uuid2;
+  EXPECT_NE(uuid2, uuid1);
+  int64_t guest_sec = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(date1, &guest_sec)) << date1;
+  std::printf("# guest clock: %s before SetGuestDateTime, %lld after setting %lld (host %lld)\n",
+              date0.c_str(), static_cast<long long>(guest_sec), static_cast<long long>(ahead),
+              static_cast<long long>(host_after));
+  EXPECT_GE(guest_sec, ahead - 2);
+  EXPECT_LE(guest_sec, host_after + 1000 + 5);
+
+  // Back to the host's time.
+  ::clock_gettime(CLOCK_REALTIME, &host);
+  const int64_t now = static_cast<int64_t>(host.tv_sec);
+  set_time.set_sec(now);
+  set_time.set_usec(host.tv_nsec / 1000);
+  ASSERT_TRUE(call("SetGuestDateTime", set_time, Empty()).ok());
+  go_on();
+  const std::string date2 = next_line();
+  const int64_t host_end = static_cast<int64_t>(::time(nullptr));
+  ASSERT_TRUE(absl::SimpleAtoi(date2, &guest_sec)) << date2;
+  EXPECT_GE(guest_sec, now - 2);
+  EXPECT_LE(guest_sec, host_end + 5);
+
+  v1::WaitProcessRequest wait2;
+  wait2.set_container_id("c2");
+  absl::StatusOr<v1::WaitProcessResponse> waited2 =
+      call("WaitProcess", wait2, v1::WaitProcessResponse());
+  EXPECT_TRUE(waited2.ok() && waited2->exit_status() == 0u) << waited2.status();
+  remove.set_container_id("c2");
   EXPECT_TRUE(call("RemoveContainer", remove, Empty()).ok());
   EXPECT_TRUE(call("DestroySandbox", v1::DestroySandboxRequest(), Empty()).ok());
 }
