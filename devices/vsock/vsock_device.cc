@@ -70,6 +70,8 @@ VsockDevice::~VsockDevice() {
     io_thread_.join();
   }
   // Pending hand-overs never reached the muxer.
+  for (Handover& h : deferred_handovers_) handovers_.push_back(std::move(h));
+  deferred_handovers_.clear();
   for (Handover& h : handovers_) {
     h.stream.reset();
     if (h.done) h.done(absl::AbortedError("vsock device destroyed before the connection was made"));
@@ -220,7 +222,7 @@ void VsockDevice::IoThread() {
   bool more = false;
   for (;;) {
     epoll_event events[4];
-    const int n = ::epoll_wait(epoll_.get(), events, 4, more ? 0 : -1);
+    const int n = ::epoll_wait(epoll_.get(), events, 4, more ? 0 : (awaiting_reset_ack_ ? 20 : -1));
     if (n < 0 && errno != EINTR && log_.Allow()) {
       LogError(muxer_->name(), ": epoll_wait failed: ", std::strerror(errno));
     }
@@ -288,6 +290,17 @@ void VsockDevice::IoThread() {
       continue;
     }
     const Clock::time_point now = Clock::now();
+    if (awaiting_reset_ack_) {
+      CheckResetAck(now);
+      if (awaiting_reset_ack_) {
+        for (Handover& h : handovers) deferred_handovers_.push_back(std::move(h));
+        handovers.clear();
+      } else {
+        for (Handover& h : handovers) deferred_handovers_.push_back(std::move(h));
+        handovers.swap(deferred_handovers_);
+        deferred_handovers_.clear();
+      }
+    }
     for (Handover& h : handovers) {
       if (!io_active_) {
         h.stream.reset();
@@ -306,6 +319,12 @@ void VsockDevice::IoThread() {
 
 void VsockDevice::ResetIo() {
   io_active_ = false;
+  awaiting_reset_ack_ = false;
+  for (Handover& h : deferred_handovers_) {
+    h.stream.reset();
+    h.done(absl::AbortedError(absl::StrCat(muxer_->name(), ": the guest reset the vsock device; retry")));
+  }
+  deferred_handovers_.clear();
   io_ctx_ = virtio::ActivateContext{};
   spare_rx_.reset();
   queue_broken_ = false;
@@ -356,8 +375,29 @@ void VsockDevice::SendTransportReset() {
     return;
   }
   VsockStats::Add(stats_.transport_resets);
+  absl::StatusOr<uint16_t> pending = eventq->Pending(memory);
+  awaiting_reset_ack_ = pending.ok();
+  event_pending_after_reset_ = pending.ok() ? *pending : 0;
+  reset_sent_at_ = Clock::now();
   absl::StatusOr<bool> need = eventq->NeedsNotification(memory);
   if (!need.ok() || *need) io_ctx_.interrupt->SignalUsedBuffers();
+}
+
+void VsockDevice::CheckResetAck(Clock::time_point now) {
+  constexpr auto kResetAckWait = std::chrono::seconds(2);
+  virtio::Queue* eventq =
+      io_active_ && io_ctx_.queues.size() > kEventQueue ? io_ctx_.queues[kEventQueue] : nullptr;
+  absl::StatusOr<uint16_t> pending =
+      eventq != nullptr ? eventq->Pending(*io_ctx_.memory) : absl::StatusOr<uint16_t>(uint16_t{0});
+  if (pending.ok() && *pending > event_pending_after_reset_) {
+    awaiting_reset_ack_ = false;  // the guest handled the event and re-posted its buffer
+    return;
+  }
+  if (!pending.ok() || eventq == nullptr || now - reset_sent_at_ >= kResetAckWait) {
+    awaiting_reset_ack_ = false;
+    LogWarning(muxer_->name(), ": the guest did not re-post its event buffer within ",
+               kResetAckWait.count(), " s of the transport reset; connecting anyway");
+  }
 }
 
 void VsockDevice::QueueBroken(const char* queue, const absl::Status& status) {

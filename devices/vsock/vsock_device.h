@@ -21,6 +21,7 @@
 #ifndef VESSEL_DEVICES_VSOCK_VSOCK_DEVICE_H_
 #define VESSEL_DEVICES_VSOCK_VSOCK_DEVICE_H_
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -107,6 +108,8 @@ class VsockDevice : public virtio::VirtioDevice {
   void EnterPause();
   // After a restored activation: VIRTIO_VSOCK_EVENT_TRANSPORT_RESET into an event buffer.
   void SendTransportReset();
+  // Ends awaiting_reset_ack_ once the guest re-posted an event buffer or kResetAckWait passed.
+  void CheckResetAck(std::chrono::steady_clock::time_point now);
 
   const VsockConfig config_;
   VsockStats stats_;
@@ -135,6 +138,13 @@ class VsockDevice : public virtio::VirtioDevice {
   uint64_t io_reset_seen_ = 0;
   uint64_t io_pause_seen_ = 0;
   std::optional<virtio::DescriptorChain> spare_rx_;
+  // After a restore's transport reset event: host→guest connections wait until the guest has
+  // handled it (it re-posts the event buffer), else the guest answers them with its old CID (the
+  // answer is dropped) or resets them when it gets to the event. At most kResetAckWait.
+  bool awaiting_reset_ack_ = false;
+  uint16_t event_pending_after_reset_ = 0;
+  std::chrono::steady_clock::time_point reset_sent_at_;
+  std::vector<Handover> deferred_handovers_;
   RateLimiter log_;
 
   std::thread io_thread_;

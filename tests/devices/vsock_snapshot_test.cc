@@ -1,5 +1,8 @@
 // virtio-vsock pause / save / restore through the virtio-mmio transport, with FakeVsockGuest as
 // the guest driver and real Unix sockets.
+#include <sys/socket.h>
+
+#include <atomic>
 #include <linux/virtio_ids.h>
 #include <linux/virtio_vsock.h>
 #include <unistd.h>
@@ -183,6 +186,38 @@ TEST_F(VsockSnapshotTest, RestoredDeviceSendsTransportResetAndServesNewConnectio
   ScopedFd listener = UnixListen(absl::StrCat(config_.uds_path, "_", kHostPort));
   guest_->Send(FakeVsockGuest::Hdr(VIRTIO_VSOCK_OP_REQUEST, 6000, kHostPort));
   EXPECT_TRUE(guest_->WaitOp(VIRTIO_VSOCK_OP_RESPONSE, 6000, kHostPort).has_value());
+}
+
+TEST_F(VsockSnapshotTest, InProcessConnectionsWaitUntilTheGuestHandledTheTransportReset) {
+  BringUp();
+  PostEventBuffer();
+  const snapshot::v1::VirtioMmioState state = PausedState();
+  transport_.reset();
+  transport_ = MakeTransport(config_, &dev_);
+  ASSERT_TRUE(transport_->RestoreState(state).ok());
+  ASSERT_TRUE(guest_->WaitFor([&] { return guest_->ev().UsedIdx() == 1; }));
+  // The SDK connects to the agent at once; a guest that has not read the event yet would answer
+  // with its old CID (dropped) or reset the connection when it gets to the event.
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  ScopedFd host_end(fds[0]);
+  std::atomic<bool> answered{false};
+  ASSERT_TRUE(dev_->ConnectToGuest(ScopedFd(fds[1]), 1024, [&](absl::StatusOr<uint32_t>) {
+    answered = true;
+  }).ok());
+  EXPECT_FALSE(guest_->WaitPacket([](const RxPacket& p) { return p.op() == VIRTIO_VSOCK_OP_REQUEST; },
+                                   std::chrono::milliseconds(150))
+                   .has_value())
+      << "no REQUEST before the guest re-posted its event buffer";
+  // The guest handled the event: it re-posts the buffer and kicks the event queue.
+  PostEventBuffer();
+  transport_->HandleNotify(VsockDevice::kEventQueue);
+  std::optional<RxPacket> req = guest_->WaitPacket([](const RxPacket& p) {
+    return p.op() == VIRTIO_VSOCK_OP_REQUEST && p.dst_port() == 1024;
+  });
+  ASSERT_TRUE(req.has_value()) << "the REQUEST goes out once the guest acknowledged the reset";
+  guest_->Send(FakeVsockGuest::Hdr(VIRTIO_VSOCK_OP_RESPONSE, 1024, req->src_port()));
+  EXPECT_TRUE(guest_->WaitFor([&] { return answered.load(); }));
 }
 
 TEST_F(VsockSnapshotTest, CloneGetsItsOwnCidAndNoEventBufferIsOnlyAWarning) {
