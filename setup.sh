@@ -39,3 +39,10 @@ cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="$build_type" >/dev/null
 say "building (the guest kernel takes about 4 minutes on 2 cores the first time; cached under ${VESSEL_CACHE:-$HOME/.cache/vessel})"
 cmake --build "$build_dir"
 say "done: $build_dir/vmm/vessel-vmm, default guest in $build_dir/guest/ (vmlinux, bzImage, initramfs.cpio)"
+# The default sandbox template (vessel/sandbox/template.h): one boot now so that `vessel run`, the
+# SDK and the shim restore sandboxes instead of booting a kernel. Kept when it still matches.
+if [ -r /dev/kvm ] && [ "${VESSEL_SKIP_TEMPLATE:-}" != 1 ]; then
+  say "sandbox template: building the default one if missing (one guest boot: ~45 s on software KVM)"
+  "$build_dir/sandbox/vessel" template build --if-missing ||
+    say "warning: no sandbox template; sandboxes will boot the kernel (see the message above)"
+fi

@@ -101,9 +101,15 @@ absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(absl::string_view json_text) {
     } else if (key == "seccomp") {
       if (!v.is_boolean()) return Bad(key, "must be true or false");
       config.seccomp = v.get<bool>();
+    } else if (key == "use_template") {
+      if (!v.is_boolean()) return Bad(key, "must be true or false");
+      config.use_template = v.get<bool>();
+    } else if (key == "template_dir") {
+      VESSEL_RETURN_IF_ERROR(string_field(&config.template_dir));
     } else {
       return Bad(key, "is not a known setting (kernel, initramfs, vcpus, memory_mib, shared_fs_cache, "
-                      "debug_console, boot_timeout_s, state_dir, kernel_cmdline, seccomp)");
+                      "debug_console, boot_timeout_s, state_dir, kernel_cmdline, seccomp, use_template, "
+                      "template_dir)");
     }
   }
   VESSEL_RETURN_IF_ERROR(ValidateRuntimeConfig(config));
@@ -148,11 +154,15 @@ absl::Status ValidateRuntimeConfig(const RuntimeConfig& config) {
   for (const auto& [key, value] : {std::pair<const char*, const std::string*>{"kernel", &config.kernel},
                                    {"initramfs", &config.initramfs},
                                    {"state_dir", &config.state_dir},
+                                   {"template_dir", &config.template_dir},
                                    {"kernel_cmdline", &config.kernel_cmdline}}) {
     if (value->find('\0') != std::string::npos) return Bad(key, "must not contain a NUL byte");
   }
   if (config.state_dir.empty() || config.state_dir[0] != '/') {
     return Bad("state_dir", "must be an absolute path");
+  }
+  if (!config.template_dir.empty() && config.template_dir[0] != '/') {
+    return Bad("template_dir", "must be an absolute path (or empty for the default)");
   }
   if (config.kernel_cmdline.size() > 1024) return Bad("kernel_cmdline", "is longer than 1024 bytes");
   VESSEL_RETURN_IF_ERROR(ReadableFile("kernel", config.kernel));

@@ -33,6 +33,13 @@ bool ValidId(const std::string& id) {
   return true;
 }
 
+// A guest CID >= 3 from the sandbox id (FNV-1a), below the reserved VMADDR_CID_ANY.
+uint32_t GuestCidFor(const std::string& id) {
+  uint32_t h = 2166136261u;
+  for (unsigned char c : id) h = (h ^ c) * 16777619u;
+  return 3 + h % 0x7ffffff0u;
+}
+
 absl::Status MakeDirs(const std::string& path, mode_t mode) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
@@ -94,7 +101,9 @@ absl::Status SandboxImpl::Boot() {
     mc.disks.push_back(b);
   }
   vsock::VsockConfig vc;
-  vc.guest_cid = 3;  // hybrid vsock: the CID is private to this VM
+  // Hybrid vsock: the CID is private to this VM; still, each sandbox gets its own, so clones of
+  // one template differ in it too (a restored guest re-reads it at the transport reset).
+  vc.guest_cid = GuestCidFor(config_.id);
   vc.uds_path = uds_;
   mc.vsock = vc;
   fs::FsConfig share;
@@ -117,11 +126,18 @@ absl::Status SandboxImpl::Boot() {
     mc.nets.push_back(nc);
   }
 
-  LogInfo("sandbox ", config_.id, ": booting a VM (", rt.vcpus, " vCPU, ", rt.memory_mib,
-          " MiB) from ", rt.kernel, " + ", rt.initramfs);
-  absl::StatusOr<std::unique_ptr<Machine>> machine = Machine::Create(std::move(mc));
-  if (!machine.ok()) return machine.status();
-  machine_ = std::move(*machine);
+  if (snapshot_to_.empty()) {
+    machine_ = RestoreFromTemplate(mc);
+  } else {
+    timeline_.start_path = "cold boot to build a template";
+  }
+  if (machine_ == nullptr) {
+    LogInfo("sandbox ", config_.id, ": booting a VM (", rt.vcpus, " vCPU, ", rt.memory_mib,
+            " MiB) from ", rt.kernel, " + ", rt.initramfs, " (", timeline_.start_path, ")");
+    absl::StatusOr<std::unique_ptr<Machine>> machine = Machine::Create(std::move(mc));
+    if (!machine.ok()) return machine.status();
+    machine_ = std::move(*machine);
+  }
   if (pod.has_value()) {
     absl::StatusOr<network::TcMirror> tc =
         network::TcMirror::Create(config_.netns_path, pod->link.name, kTapName);
@@ -138,7 +154,7 @@ absl::Status SandboxImpl::Boot() {
   });
   const Clock::time_point t1 = Clock::now();
   timeline_.vm_setup = t1 - t0;
-  if (machine_->platform().flavor == KvmFlavor::kPvm) {
+  if (machine_->platform().flavor == KvmFlavor::kPvm && !timeline_.from_template) {
     LogInfo("sandbox ", config_.id, ": ", machine_->platform().Name(),
             ": the guest kernel runs under software emulation here, so booting takes about 40 s "
             "(tens of milliseconds on hardware KVM)");
@@ -154,6 +170,8 @@ absl::Status SandboxImpl::Boot() {
                                      " (console log: ", dir_, "/console.log)"));
   }
   agent_ = std::move(*agent);
+  if (!snapshot_to_.empty()) return absl::OkStatus();  // BootAndSnapshot takes it from here
+  if (timeline_.from_template) VESSEL_RETURN_IF_ERROR(MakeRestoredGuestUnique());
   const Clock::time_point t2 = Clock::now();
   timeline_.agent_ready = t2 - t1;
 
@@ -200,7 +218,7 @@ absl::Status SandboxImpl::Boot() {
   VESSEL_RETURN_IF_ERROR(agent_->CallEmpty("CreateSandbox", req, absl::Minutes(2)));
   timeline_.sandbox_ready = Clock::now() - t2;
   WatchOom();
-  LogInfo("sandbox ", config_.id, ": ready (VM setup ",
+  LogInfo("sandbox ", config_.id, ": ready, ", timeline_.start_path, " (VM setup ",
           std::chrono::duration_cast<std::chrono::milliseconds>(timeline_.vm_setup).count(),
           " ms, agent ready after ",
           std::chrono::duration_cast<std::chrono::milliseconds>(timeline_.agent_ready).count(),

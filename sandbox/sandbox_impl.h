@@ -90,6 +90,9 @@ class ContainerImpl {
 class SandboxImpl {
  public:
   static absl::StatusOr<std::unique_ptr<SandboxImpl>> Create(SandboxConfig config, SandboxEvents events);
+  // For BuildTemplate: boots `config`'s VM (never from a template) until the agent answers, pauses
+  // it, saves it to `snapshot_dir`, then stops and cleans up.
+  static absl::StatusOr<SnapshotInfo> BootAndSnapshot(SandboxConfig config, const std::string& snapshot_dir);
   ~SandboxImpl();
 
   absl::StatusOr<Container*> CreateContainer(ContainerConfig config);
@@ -116,6 +119,11 @@ class SandboxImpl {
   SandboxImpl(SandboxConfig config, SandboxEvents events)
       : config_(std::move(config)), events_(std::move(events)) {}
   absl::Status Boot();
+  // Machine::Restore from the template for the configuration when there is one that applies;
+  // nullptr (with timeline_.start_path saying why) when the sandbox must cold-boot.
+  std::unique_ptr<Machine> RestoreFromTemplate(const MachineConfig& mc);
+  // A restored guest is a copy of the template's: fresh entropy and the host's time.
+  absl::Status MakeRestoredGuestUnique();
   void OnConsole(absl::string_view bytes);
   std::optional<std::string> VmEnded();
   void WatchOom();
@@ -127,6 +135,7 @@ class SandboxImpl {
   std::string share_dir_;
   std::string uds_;
   SandboxTimeline timeline_;
+  std::string snapshot_to_;  // BootAndSnapshot's directory
 
   mutable std::mutex console_mu_;
   std::string console_tail_;  // the last kConsoleTail bytes

@@ -1,7 +1,8 @@
 // `vessel`: boot a sandbox VM in this process and run one container command in it.
 //
 //   vessel run [--rootfs DIR] [--cpus N] [--memory MiB] [-t] [-i] [-e K=V]... [-w DIR]
-//              [--net NETNS] [--config FILE] [--debug-console] [--keep-going] -- CMD [ARGS...]
+//              [--net NETNS] [--config FILE] [--no-template] [--debug-console] -- CMD [ARGS...]
+//   vessel template build|ls|rm ...   (template_cmd.cc)
 //
 // Exits with the command's exit status (128 + n when a signal killed it); 125 when vessel itself
 // failed (bad arguments, the VM or the container could not be created), as docker and podman do.
@@ -26,6 +27,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "vessel/sandbox/config.h"
+#include "sandbox/cli/template_cmd.h"
 #include "vessel/sandbox/sandbox.h"
 #include "vmm/base/log.h"
 #include "vmm/base/scoped_fd.h"
@@ -41,7 +43,9 @@ constexpr int kVesselFailed = 125;
 
 void Usage(std::ostream& out) {
   out << "usage: vessel run [options] -- CMD [ARGS...]\n"
-         "Boots a sandbox VM in this process, runs CMD in a container and exits with its status.\n"
+         "       vessel template build|ls|rm   (vessel template --help)\n"
+         "Starts a sandbox VM in this process (restored from a matching template when there is one,\n"
+         "else booted), runs CMD in a container and exits with its status.\n"
          "  --rootfs DIR       container root filesystem (default: the busybox rootfs setup.sh built)\n"
          "  --cpus N           vCPUs (default 1)\n"
          "  --memory MiB       guest memory (default 512)\n"
@@ -52,6 +56,7 @@ void Usage(std::ostream& out) {
          "  --net NETNS        mirror this network namespace (path or name under /var/run/netns)\n"
          "                     into the guest's eth0\n"
          "  --config FILE      runtime configuration (JSON; see sandbox/README.md)\n"
+         "  --no-template      boot the kernel even when a matching template exists\n"
          "  --debug-console    copy the guest console to stderr\n"
          "  -q, --quiet        no progress lines\n"
          "  -v, --verbose      the VMM's and the SDK's log lines too\n"
@@ -69,6 +74,7 @@ struct Options {
   std::string netns;
   std::string config_path;
   bool debug_console = false;
+  bool no_template = false;
   bool quiet = false;
   bool verbose = false;
   std::vector<std::string> command;
@@ -81,7 +87,7 @@ int Parse(int argc, char** argv, Options& o) {
     return argc < 2 ? 2 : 0;
   }
   if (std::string(argv[1]) != "run") {
-    std::cerr << "vessel: unknown command \"" << argv[1] << "\" (try: vessel run -- CMD)\n";
+    std::cerr << "vessel: unknown command \"" << argv[1] << "\" (try: vessel run -- CMD, vessel template ls)\n";
     return 2;
   }
   for (int i = 2; i < argc; ++i) {
@@ -108,6 +114,8 @@ int Parse(int argc, char** argv, Options& o) {
       o.interactive = true;
     } else if (a == "--debug-console") {
       o.debug_console = true;
+    } else if (a == "--no-template") {
+      o.no_template = true;
     } else if (a == "-q" || a == "--quiet") {
       o.quiet = true;
     } else if (a == "-v" || a == "--verbose") {
@@ -204,6 +212,7 @@ int Run(const Options& o) {
   if (o.cpus) runtime->vcpus = *o.cpus;
   if (o.memory) runtime->memory_mib = *o.memory;
   if (o.debug_console) runtime->debug_console = true;
+  if (o.no_template) runtime->use_template = false;
 
   // SIGINT/SIGTERM/SIGHUP are forwarded to the container, SIGWINCH resizes its terminal: block them
   // before any thread starts so that only our signalfd sees them.
@@ -218,7 +227,7 @@ int Run(const Options& o) {
   config.runtime = *runtime;
   config.netns_path = o.netns;
   if (!o.quiet) {
-    std::cerr << "vessel: booting a sandbox VM (" << config.runtime.vcpus << " vCPU, "
+    std::cerr << "vessel: starting a sandbox VM (" << config.runtime.vcpus << " vCPU, "
               << config.runtime.memory_mib << " MiB)...\n";
   }
   absl::StatusOr<std::unique_ptr<Sandbox>> sandbox = Sandbox::Create(config);
@@ -228,6 +237,7 @@ int Run(const Options& o) {
   }
   if (!o.quiet) {
     SandboxTimeline t = (*sandbox)->timeline();
+    std::cerr << "vessel: " << t.start_path << "\n";
     std::cerr << "vessel: sandbox ready on " << (*sandbox)->platform() << " (VM setup "
               << std::chrono::duration_cast<std::chrono::milliseconds>(t.vm_setup).count()
               << " ms, agent after "
@@ -298,6 +308,7 @@ int Run(const Options& o) {
 }  // namespace vessel::sandbox
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "template") return vessel::sandbox::TemplateMain(argc, argv);
   vessel::sandbox::Options options;
   int parsed = vessel::sandbox::Parse(argc, argv, options);
   if (parsed >= 0) return parsed == 2 ? vessel::sandbox::kVesselFailed : parsed;

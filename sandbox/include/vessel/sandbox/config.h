@@ -38,6 +38,12 @@ struct RuntimeConfig {
   std::string kernel_cmdline;
   // Per-thread seccomp filters on the VM's threads (docs/security.md). Off only for debugging.
   bool seccomp = true;
+  // Start sandboxes from a matching template when one exists (vessel/sandbox/template.h);
+  // false always boots the kernel (`vessel run --no-template`).
+  bool use_template = true;
+  // Where templates live; empty: $VESSEL_TEMPLATE_DIR, /var/cache/vessel/templates for root, or
+  // ${XDG_CACHE_HOME:-~/.cache}/vessel/templates.
+  std::string template_dir;
 };
 
 // The built-in defaults, with kernel/initramfs resolved ($VESSEL_GUEST_DIR, then the build tree).

@@ -49,6 +49,11 @@ struct SandboxTimeline {
   std::chrono::nanoseconds vm_setup{0};      // config checks, share, Machine::Create, vCPUs started
   std::chrono::nanoseconds agent_ready{0};   // vCPUs started -> the agent answered Version
   std::chrono::nanoseconds sandbox_ready{0}; // -> CreateSandbox done (shares mounted, network up)
+  // Restored from a template (vm_setup then includes the restore; agent_ready is the time to the
+  // agent's answer after the restored vCPUs started) rather than booted; its key when so.
+  bool from_template = false;
+  std::string template_key;
+  std::string start_path;  // how it started, for logs: "restored from template 1a2b3c4d" / "cold boot (...)"
 };
 
 class Container {
