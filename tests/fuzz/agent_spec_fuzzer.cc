@@ -55,10 +55,23 @@ const std::string& ScratchRoot() {
   return *root;
 }
 
+// What the child will execve with: NULL-terminated argv/envp views of the strings, somewhere to
+// look for the executable, an absolute cwd.
+void CheckProcessPlan(const absl::StatusOr<agent::ProcessPlan>& plan) {
+  if (!plan.ok()) return;
+  const agent::ProcessPlan& p = *plan;
+  bool ok = !p.argv.empty() && p.argv_c.size() == p.argv.size() + 1 &&
+            p.argv_c.back() == nullptr && p.env_c.size() == p.env.size() + 1 &&
+            p.env_c.back() == nullptr && !p.cwd.empty() && p.cwd[0] == '/';
+  for (size_t i = 0; ok && i < p.argv.size(); ++i) ok = p.argv_c[i] == p.argv[i].c_str();
+  for (size_t i = 0; ok && i < p.env.size(); ++i) ok = p.env_c[i] == p.env[i].c_str();
+  if (!ok) abort();
+}
+
 void CreateContainer(const v1::CreateContainerRequest& req) {
   const std::string& root = ScratchRoot();
   (void)agent::ValidateId("container_id", req.container_id());
-  (void)agent::PlanProcess(req.process());
+  CheckProcessPlan(agent::PlanProcess(req.process()));
   if (req.has_seccomp()) {
     absl::StatusOr<std::shared_ptr<const agent::SeccompProgram>> program =
         agent::CompileSeccomp(req.seccomp());
@@ -106,7 +119,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       v1::ExecProcessRequest req;
       if (req.ParseFromArray(msg, len)) {
         (void)agent::ValidateId("exec_id", req.exec_id());
-        (void)agent::PlanProcess(req.process());
+        CheckProcessPlan(agent::PlanProcess(req.process()));
       }
       break;
     }

@@ -5,7 +5,7 @@
 // method lookup and dispatch, deadlines, and the responses written back. Handlers: Echo (answers
 // the payload), Fail (answers an error), Drop (drops the call: the server must answer Internal),
 // Later (answers from a posted task). Checks: every frame the server sends back decodes as a
-// Response frame, the server closes the connection at EOF or on bad framing and forgets it, and
+// Response frame answering a stream the peer used, the server closes the connection at EOF or on bad framing and forgets it, and
 // nothing crashes, leaks or hangs. Single-threaded: the io_context runs on the fuzzer's thread.
 // Build (clang): CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DVESSEL_FUZZ=ON
 //                ninja -C build-fuzz vessel_ttrpc_fuzzer
@@ -22,6 +22,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -58,14 +59,34 @@ struct World {
   }
 };
 
-// Checks the server's output: whole Response frames.
-void CheckResponses(std::vector<uint8_t>& out) {
+// The stream ids of the request and data frames in the input, as far as its framing goes.
+std::set<uint32_t> SentStreams(const uint8_t* data, size_t size) {
+  std::set<uint32_t> ids;
+  size_t off = 0;
+  while (size - off >= ttrpc::kFrameHeaderSize) {
+    absl::StatusOr<ttrpc::FrameHeader> h =
+        ttrpc::DecodeFrameHeader(absl::MakeConstSpan(data + off, ttrpc::kFrameHeaderSize));
+    if (!h.ok()) break;
+    if (h->type != static_cast<uint8_t>(ttrpc::MessageType::kResponse)) ids.insert(h->stream_id);
+    if (size - off - ttrpc::kFrameHeaderSize < h->length) break;
+    off += ttrpc::kFrameHeaderSize + h->length;
+  }
+  return ids;
+}
+
+// Checks the server's output: whole Response frames, each answering a stream the peer opened.
+void CheckResponses(std::vector<uint8_t>& out, const std::set<uint32_t>& sent) {
   size_t off = 0;
   while (out.size() - off >= ttrpc::kFrameHeaderSize) {
     absl::StatusOr<ttrpc::FrameHeader> h =
         ttrpc::DecodeFrameHeader(absl::MakeConstSpan(out.data() + off, ttrpc::kFrameHeaderSize));
     if (!h.ok() || h->type != static_cast<uint8_t>(ttrpc::MessageType::kResponse)) {
       fprintf(stderr, "ttrpc_fuzzer: the server sent a bad frame\n");
+      abort();
+    }
+    if (!sent.contains(h->stream_id)) {
+      fprintf(stderr, "ttrpc_fuzzer: a response for stream %u, which the peer never used\n",
+              h->stream_id);
       abort();
     }
     if (out.size() - off - ttrpc::kFrameHeaderSize < h->length) break;
@@ -89,6 +110,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   vessel::ScopedFd peer(sp[1]);
   if (!world->server.Serve(vessel::ScopedFd(sp[0]), "fuzz-peer").ok()) abort();
 
+  const std::set<uint32_t> sent_streams = SentStreams(data, size);
   size_t sent = 0;
   bool shut = false;
   std::vector<uint8_t> out;
@@ -114,7 +136,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       out.insert(out.end(), buf, buf + n);
     }
     eof = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
-    CheckResponses(out);
+    CheckResponses(out, sent_streams);
     if (eof && world->server.connection_count() == 0) break;
   }
   return 0;

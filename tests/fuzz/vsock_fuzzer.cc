@@ -9,6 +9,9 @@
 // Run:           tests/fuzz/run_fuzzers.sh (all targets) or
 //                build-fuzz/tests/fuzz/vessel_vsock_fuzzer tests/fuzz/corpus/vsock
 //
+// Checked: every packet the muxer writes for the guest is addressed to it, a STREAM packet from
+// the host (or an RST mirroring an invalid packet) whose len matches what was written; an ok tx packet carries its whole payload; Reset()
+// leaves no connection or client behind.
 // Per input, a fresh muxer for guest CID 3 (listener <tmp>/v; a host listener at <tmp>/v_5000 so
 // guest REQUESTs to host port 5000 connect, other ports get RST), with two host-initiated
 // connections waiting for the guest: an in-process hand-over to guest port 1234 (host port 2^30,
@@ -112,6 +115,27 @@ struct Harness {
   uint16_t rx_avail_idx = 0;
   bool rx_broken = false;
 
+  // What the host writes for the guest is always a well-formed packet from CID 2 to the guest.
+  void CheckRxPacket(uint16_t head, uint32_t written) {
+    virtio_vsock_hdr hdr{};
+    const uint64_t buf = kRxBuffers + uint64_t{head} * kRxBufBytes;
+    if (written < vsock::kHeaderSize || !memory->Read(buf, &hdr, sizeof(hdr)).ok()) abort();
+    // An RST answering an invalid packet mirrors it (addresses swapped, same type), as Linux's
+    // virtio_transport_reset_no_sock does; everything else comes from the host on a stream.
+    const bool mirrored_rst = hdr.op == VIRTIO_VSOCK_OP_RST;
+    const bool ok = hdr.dst_cid == kGuestCid &&
+                    (mirrored_rst || (hdr.src_cid == vsock::kHostCid &&
+                                      hdr.type == VIRTIO_VSOCK_TYPE_STREAM)) &&
+                    hdr.op >= VIRTIO_VSOCK_OP_REQUEST && hdr.op <= VIRTIO_VSOCK_OP_CREDIT_REQUEST &&
+                    uint64_t{hdr.len} == written - vsock::kHeaderSize &&
+                    (hdr.op == VIRTIO_VSOCK_OP_RW || hdr.len == 0);
+    if (!ok) {
+      fprintf(stderr, "vsock_fuzzer: bad packet for the guest: %s (%u bytes written)\n",
+              vsock::Describe(hdr).c_str(), written);
+      abort();
+    }
+  }
+
   // Host → guest, as VsockDevice::Pump does it; every used buffer is posted again.
   void DrainRx(vsock::Clock::time_point now) {
     for (int budget = 0; budget < 512 && !rx_broken && muxer->HasPendingRx(); ++budget) {
@@ -124,7 +148,10 @@ struct Harness {
           vessel::virtio::ChainWriter::Create(*memory, **chain);
       if (!writer.ok()) abort();  // the harness's own buffers are always valid
       uint32_t written = 0;
-      if (muxer->FillRx(*writer, now)) written = static_cast<uint32_t>(writer->bytes_written());
+      if (muxer->FillRx(*writer, now)) {
+        written = static_cast<uint32_t>(writer->bytes_written());
+        CheckRxPacket((*chain)->head_index(), written);
+      }
       if (!rxq->AddUsed(*memory, (*chain)->head_index(), written).ok()) abort();
       PostRx(*memory, (*chain)->head_index(), rx_avail_idx);
     }
