@@ -175,6 +175,7 @@ absl::Status VsockDevice::RestoreState(absl::string_view bytes) {
   }
   std::lock_guard lock(mu_);
   reset_event_ = true;
+  pre_reset_cid_ = state.guest_cid();
   return absl::OkStatus();
 }
 
@@ -266,6 +267,7 @@ void VsockDevice::IoThread() {
         std::lock_guard lock(mu_);
         reset_event = reset_event_;
         reset_event_ = false;
+        io_pre_reset_cid_ = pre_reset_cid_;
       }
       if (reset_event) SendTransportReset();
     }
@@ -431,7 +433,14 @@ bool VsockDevice::Pump(Clock::time_point now) {
         break;
       }
       TxPacket packet = ParseTxPacket(memory, **chain, config_.guest_cid);
-      muxer_->HandleTx(packet, now);
+      if (packet.verdict == TxVerdict::kDrop && io_pre_reset_cid_ != config_.guest_cid &&
+          packet.hdr.src_cid == io_pre_reset_cid_) {
+        // Sent under the snapshot's CID before the guest read the transport reset: it concerns a
+        // connection from before the snapshot, which no longer exists. Expected; not a warning.
+        VsockStats::Add(stats_.tx_dropped);
+      } else {
+        muxer_->HandleTx(packet, now);
+      }
       absl::Status used = txq.AddUsed(memory, (*chain)->head_index(), 0);
       if (!used.ok()) {
         QueueBroken("tx", used);

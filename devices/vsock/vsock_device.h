@@ -145,6 +145,9 @@ class VsockDevice : public virtio::VirtioDevice {
   uint16_t event_pending_after_reset_ = 0;
   std::chrono::steady_clock::time_point reset_sent_at_;
   std::vector<Handover> deferred_handovers_;
+  // The CID the restored guest had in the snapshot (guarded by mu_; the I/O thread's copy).
+  uint64_t pre_reset_cid_ = 0;
+  uint64_t io_pre_reset_cid_ = 0;
   RateLimiter log_;
 
   std::thread io_thread_;
