@@ -92,7 +92,8 @@ TEST(AgentProto, ServiceMethods) {
   const std::vector<std::string> want = {
       "CreateSandbox", "DestroySandbox", "CreateContainer", "StartContainer", "ExecProcess",
       "WaitProcess",   "SignalProcess",  "RemoveContainer", "ResizeTty",      "CloseStdin",
-      "StatsContainer", "GetOOMEvent",   "Health",          "Version"};
+      "StatsContainer", "GetOOMEvent",   "Health",          "Version",   "ReseedRandomDev",
+      "SetGuestDateTime"};
   std::vector<std::string> got;
   for (int i = 0; i < svc->method_count(); ++i) {
     got.push_back(svc->method(i)->name());
