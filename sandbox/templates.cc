@@ -290,6 +290,17 @@ std::unique_ptr<Machine> SandboxImpl::RestoreFromTemplate(const MachineConfig& m
     return nullptr;
   }
   const std::string dir = absl::StrCat(TemplateRoot(rt), "/", *key);
+  // A template becomes this sandbox's guest memory and vCPU state: only one from a store nobody
+  // else can write to.
+  struct stat root_st;
+  if (::stat(TemplateRoot(rt).c_str(), &root_st) == 0 &&
+      (root_st.st_uid != ::geteuid() || (root_st.st_mode & 022) != 0)) {
+    LogWarning("sandbox ", config_.id, ": template directory ", TemplateRoot(rt),
+               " is writable by others or not owned by this user: its templates are not used "
+               "(chmod 700 it, or remove it and run `vessel template build`)");
+    timeline_.start_path = "cold boot: the template directory is not private";
+    return nullptr;
+  }
   if (::access((dir + "/" + snapshot::kStateFileName).c_str(), R_OK) != 0) {
     timeline_.start_path = absl::StrCat("cold boot: no template ", key->substr(0, 12), " for this kernel, "
                                         "initramfs and VM shape under ", TemplateRoot(rt),
