@@ -104,7 +104,7 @@ done
 {
   echo "# Fuzzing report"
   echo
-  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)," \
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), tree $(git -C "$REPO" describe --always --dirty 2>/dev/null)," \
        "$(nproc) cores, $(clang --version | head -1), ${SECONDS_PER_TARGET} s per target, one process."
   echo
   echo "| target | s | execs | exec/s | cov | ft | corpus (files/bytes) | merged | crashes |"
