@@ -42,7 +42,9 @@ say "done: $build_dir/vmm/vessel-vmm, default guest in $build_dir/guest/ (vmlinu
 # The default sandbox template (vessel/sandbox/template.h): one boot now so that `vessel run`, the
 # SDK and the shim restore sandboxes instead of booting a kernel. Kept when it still matches.
 if [ -r /dev/kvm ] && [ "${VESSEL_SKIP_TEMPLATE:-}" != 1 ]; then
-  say "sandbox template: building the default one if missing (one guest boot: ~45 s on software KVM)"
+  say "sandbox templates: building the default ones if missing (one guest boot each: ~45 s on software KVM)"
   "$build_dir/sandbox/vessel" template build --if-missing ||
     say "warning: no sandbox template; sandboxes will boot the kernel (see the message above)"
+  "$build_dir/sandbox/vessel" template build --network --if-missing ||
+    say "warning: no template for sandboxes with a pod network; they will boot the kernel"
 fi

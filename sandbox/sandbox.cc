@@ -130,6 +130,14 @@ absl::Status SandboxImpl::Boot() {
     machine_ = RestoreFromTemplate(mc);
   } else {
     timeline_.start_path = "cold boot to build a template";
+    if (template_network_) {
+      // A throwaway tap in this network namespace (it goes away with the VM); the guest NIC is
+      // probed with kTemplateMac.
+      net::NetConfig nc;
+      nc.tap_name = absl::StrCat("vtpl", ::getpid() % 100000);
+      nc.mac = net::ParseMac(kTemplateMac).value();
+      mc.nets.push_back(nc);
+    }
   }
   if (machine_ == nullptr) {
     LogInfo("sandbox ", config_.id, ": booting a VM (", rt.vcpus, " vCPU, ", rt.memory_mib,
@@ -206,6 +214,7 @@ absl::Status SandboxImpl::Boot() {
     auto is_v6 = [](const std::string& a) { return a.find(':') != std::string::npos; };
     v1::Interface* itf = req.add_interfaces();
     *itf = pod->interface;
+    if (!template_device_mac_.empty()) itf->set_device_mac(template_device_mac_);
     itf->clear_addresses();
     for (const v1::IPAddress& a : pod->interface.addresses()) {
       if (!is_v6(a.address())) *itf->add_addresses() = a;

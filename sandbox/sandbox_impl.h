@@ -22,6 +22,10 @@
 
 namespace vessel::sandbox {
 
+// The MAC a network template's guest NIC is probed with (locally administered); a clone's agent
+// gives the NIC the pod's MAC.
+inline constexpr char kTemplateMac[] = "02:76:73:00:00:01";
+
 // The guest path where the agent mounts the sandbox share.
 inline constexpr char kGuestShareDir[] = "/run/vessel/shared";
 inline constexpr char kShareTag[] = "vessel-shared";
@@ -92,7 +96,8 @@ class SandboxImpl {
   static absl::StatusOr<std::unique_ptr<SandboxImpl>> Create(SandboxConfig config, SandboxEvents events);
   // For BuildTemplate: boots `config`'s VM (never from a template) until the agent answers, pauses
   // it, saves it to `snapshot_dir`, then stops and cleans up.
-  static absl::StatusOr<SnapshotInfo> BootAndSnapshot(SandboxConfig config, const std::string& snapshot_dir);
+  static absl::StatusOr<SnapshotInfo> BootAndSnapshot(SandboxConfig config, const std::string& snapshot_dir,
+                                                      bool network);
   ~SandboxImpl();
 
   absl::StatusOr<Container*> CreateContainer(ContainerConfig config);
@@ -136,6 +141,8 @@ class SandboxImpl {
   std::string uds_;
   SandboxTimeline timeline_;
   std::string snapshot_to_;  // BootAndSnapshot's directory
+  bool template_network_ = false;    // BootAndSnapshot: give the VM a network device
+  std::string template_device_mac_;  // restored with a network device: the MAC its guest NIC has
 
   mutable std::mutex console_mu_;
   std::string console_tail_;  // the last kConsoleTail bytes

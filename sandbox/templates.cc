@@ -100,6 +100,8 @@ absl::StatusOr<TemplateInfo> ReadTemplate(const std::string& dir) {
   t.memory_mib = j.value("memory_mib", uint64_t{0});
   t.kernel_cmdline = j.value("kernel_cmdline", "");
   t.platform = j.value("platform", "");
+  t.network = j.value("network", false);
+  t.network_mac = j.value("network_mac", "");
   t.created_unix = j.value("created_unix", int64_t{0});
   t.memory_file_bytes = j.value("memory_file_bytes", uint64_t{0});
   t.disk_bytes = DiskBytes(dir);
@@ -122,9 +124,10 @@ std::string TemplateRoot(const RuntimeConfig& rt) {
   return "/var/cache/vessel/templates";
 }
 
-absl::StatusOr<std::string> TemplateKey(const RuntimeConfig& rt) {
+absl::StatusOr<std::string> TemplateKey(const RuntimeConfig& rt, bool network) {
   Sha256 h;
   h.Field("vessel-template", "1");
+  h.Field("network", network ? "1" : "0");
   h.Field("snapshot-format", absl::StrCat(snapshot::kFormatVersion));
   h.Field("platform", DetectPlatform().Name());
   h.Field("vcpus", absl::StrCat(rt.vcpus));
@@ -137,11 +140,11 @@ absl::StatusOr<std::string> TemplateKey(const RuntimeConfig& rt) {
   return h.HexDigest();
 }
 
-absl::StatusOr<TemplateInfo> BuildTemplate(const RuntimeConfig& rt_in) {
+absl::StatusOr<TemplateInfo> BuildTemplate(const RuntimeConfig& rt_in, bool network) {
   RuntimeConfig rt = rt_in;
   rt.use_template = false;
   VESSEL_RETURN_IF_ERROR(ValidateRuntimeConfig(rt));
-  VESSEL_ASSIGN_OR_RETURN(std::string key, TemplateKey(rt));
+  VESSEL_ASSIGN_OR_RETURN(std::string key, TemplateKey(rt, network));
   const std::string root = TemplateRoot(rt);
   std::error_code ec;
   std::filesystem::create_directories(root, ec);
@@ -155,7 +158,7 @@ absl::StatusOr<TemplateInfo> BuildTemplate(const RuntimeConfig& rt_in) {
   sc.runtime = rt;
   LogInfo("template ", key.substr(0, 12), ": booting ", rt.kernel, " + ", rt.initramfs, " (", rt.vcpus,
           " vCPU, ", rt.memory_mib, " MiB) until the agent answers, then saving it under ", root);
-  absl::StatusOr<SnapshotInfo> snap = SandboxImpl::BootAndSnapshot(sc, building);
+  absl::StatusOr<SnapshotInfo> snap = SandboxImpl::BootAndSnapshot(sc, building, network);
   if (!snap.ok()) {
     std::filesystem::remove_all(building, ec);
     return absl::Status(snap.status().code(), absl::StrCat("template build: ", snap.status().message()));
@@ -168,6 +171,8 @@ absl::StatusOr<TemplateInfo> BuildTemplate(const RuntimeConfig& rt_in) {
       {"memory_mib", rt.memory_mib},
       {"kernel_cmdline", rt.kernel_cmdline},
       {"platform", DetectPlatform().Name()},
+      {"network", network},
+      {"network_mac", network ? std::string(kTemplateMac) : std::string()},
       {"created_unix", static_cast<int64_t>(::time(nullptr))},
       {"memory_file_bytes", snap->memory_file_bytes},
       {"memory_data_bytes", snap->memory_data_bytes},
@@ -199,13 +204,15 @@ absl::StatusOr<std::vector<TemplateInfo>> ListTemplates(const RuntimeConfig& rt)
   const std::string root = TemplateRoot(rt);
   std::error_code ec;
   if (!std::filesystem::exists(root, ec)) return out;
-  absl::StatusOr<std::string> current = TemplateKey(rt);
+  absl::StatusOr<std::string> current = TemplateKey(rt, false);
+  absl::StatusOr<std::string> current_net = TemplateKey(rt, true);
   for (const auto& entry : std::filesystem::directory_iterator(root, ec)) {
     const std::string name = entry.path().filename().string();
     if (name.empty() || name[0] == '.' || !entry.is_directory()) continue;
     absl::StatusOr<TemplateInfo> t = ReadTemplate(entry.path().string());
     if (!t.ok()) continue;
-    t->current = current.ok() && t->key == *current && name == *current;
+    t->current = name == t->key && ((current.ok() && t->key == *current) ||
+                                    (current_net.ok() && t->key == *current_net));
     out.push_back(std::move(*t));
   }
   if (ec) return absl::InternalError(absl::StrCat("list ", root, ": ", ec.message()));
@@ -246,10 +253,11 @@ absl::Status RemoveTemplate(const RuntimeConfig& rt, const std::string& key_pref
 // --- SandboxImpl's template paths ---
 
 absl::StatusOr<SnapshotInfo> SandboxImpl::BootAndSnapshot(SandboxConfig config,
-                                                          const std::string& snapshot_dir) {
+                                                          const std::string& snapshot_dir, bool network) {
   config.runtime.use_template = false;
   std::unique_ptr<SandboxImpl> sandbox(new SandboxImpl(std::move(config), SandboxEvents{}));
   sandbox->snapshot_to_ = snapshot_dir;
+  sandbox->template_network_ = network;
   absl::Status booted = sandbox->Boot();
   absl::StatusOr<SnapshotInfo> info = absl::UnknownError("not saved");
   if (booted.ok()) {
@@ -279,12 +287,13 @@ std::unique_ptr<Machine> SandboxImpl::RestoreFromTemplate(const MachineConfig& m
     timeline_.start_path = "cold boot: templates are off (use_template false / --no-template)";
     return nullptr;
   }
-  if (!config_.netns_path.empty() || !config_.disks.empty()) {
-    timeline_.start_path = "cold boot: templates cover sandboxes without a pod network or extra disks";
+  if (!config_.disks.empty()) {
+    timeline_.start_path = "cold boot: templates cover sandboxes without extra disks";
     return nullptr;
   }
+  const bool network = !config_.netns_path.empty();
   const auto t0 = Clock::now();
-  absl::StatusOr<std::string> key = TemplateKey(rt);
+  absl::StatusOr<std::string> key = TemplateKey(rt, network);
   if (!key.ok()) {
     timeline_.start_path = absl::StrCat("cold boot: ", key.status().message());
     return nullptr;
@@ -304,7 +313,8 @@ std::unique_ptr<Machine> SandboxImpl::RestoreFromTemplate(const MachineConfig& m
   if (::access((dir + "/" + snapshot::kStateFileName).c_str(), R_OK) != 0) {
     timeline_.start_path = absl::StrCat("cold boot: no template ", key->substr(0, 12), " for this kernel, "
                                         "initramfs and VM shape under ", TemplateRoot(rt),
-                                        " (`vessel template build` makes one)");
+                                        network ? " (`vessel template build --network` makes one)"
+                                                : " (`vessel template build` makes one)");
     return nullptr;
   }
   const auto keyed = Clock::now();
@@ -317,6 +327,7 @@ std::unique_ptr<Machine> SandboxImpl::RestoreFromTemplate(const MachineConfig& m
   }
   timeline_.from_template = true;
   timeline_.template_key = *key;
+  if (network) template_device_mac_ = kTemplateMac;
   timeline_.start_path = absl::StrCat(
       "restored from template ", key->substr(0, 12), " (key ",
       std::chrono::duration_cast<std::chrono::milliseconds>(keyed - t0).count(), " ms, restore ",

@@ -309,6 +309,16 @@ int SetLink(Rtnetlink& nl, int index, const std::string& name, uint32_t mtu, boo
   return nl.Request(msg);
 }
 
+// RTM_NEWLINK on `index` setting its hardware address (the device must be down).
+int SetLinkAddress(Rtnetlink& nl, int index, const std::array<unsigned char, 6>& mac) {
+  NlMessage msg(RTM_NEWLINK, 0);
+  auto* ifi = msg.Append<ifinfomsg>();
+  ifi->ifi_family = AF_UNSPEC;
+  ifi->ifi_index = index;
+  msg.Attr(IFLA_ADDRESS, mac.data(), mac.size());
+  return nl.Request(msg);
+}
+
 }  // namespace
 
 absl::Status ValidateNetwork(const google::protobuf::RepeatedPtrField<v1::Interface>& interfaces,
@@ -320,6 +330,7 @@ absl::Status ValidateNetwork(const google::protobuf::RepeatedPtrField<v1::Interf
     std::string what =
         absl::StrCat("interface '", absl::CEscape(i.name()), "' (", absl::CEscape(i.mac()), ")");
     VESSEL_RETURN_IF_ERROR(ParseMac(what, i.mac()).status());
+    if (!i.device_mac().empty()) VESSEL_RETURN_IF_ERROR(ParseMac(what + " device_mac", i.device_mac()).status());
     VESSEL_RETURN_IF_ERROR(ValidateIfName(what, i.name()));
     if (i.mtu() != 0 && (i.mtu() < 68 || i.mtu() > 65535)) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": MTU ", i.mtu(), " is not 68-65535"));
@@ -352,22 +363,31 @@ absl::Status ConfigureNetwork(const google::protobuf::RepeatedPtrField<v1::Inter
   }
   for (const v1::Interface& i : interfaces) {
     const std::string mac = absl::AsciiStrToLower(i.mac());
+    const std::string device_mac =
+        i.device_mac().empty() ? mac : absl::AsciiStrToLower(i.device_mac());
     const Link* found = nullptr;
     for (const Link& l : links) {
-      if (l.mac == mac) found = &l;
+      if (l.mac == device_mac) found = &l;
     }
     if (found == nullptr) {
       std::vector<std::string> have;
       for (const Link& l : links) {
         if (!l.mac.empty()) have.push_back(absl::StrCat(l.name, "=", l.mac));
       }
-      return absl::NotFoundError(absl::StrCat("no network interface has MAC ", mac, " (for '",
+      return absl::NotFoundError(absl::StrCat("no network interface has MAC ", device_mac, " (for '",
                                               absl::CEscape(i.name()), "'; the guest has ",
                                               have.empty() ? "none" : absl::StrJoin(have, ", "),
                                               "): check the VMM's --net mac="));
     }
     const std::string name = i.name().empty() ? found->name : i.name();
     const std::string what = absl::StrCat("interface ", name, " (", mac, ")");
+    if (device_mac != mac) {
+      VESSEL_ASSIGN_OR_RETURN(auto bytes, ParseMac(what, mac));
+      if (int err = SetLink(nl, found->index, "", 0, true, false); err != 0)
+        return Failed(absl::StrCat(what, ": set ", found->name, " down to change its MAC"), err);
+      if (int err = SetLinkAddress(nl, found->index, bytes); err != 0)
+        return Failed(absl::StrCat(what, ": change MAC ", device_mac, " to ", mac), err);
+    }
     if (name != found->name) {
       // A device is renamed only while down.
       if (int err = SetLink(nl, found->index, "", 0, true, false); err != 0)

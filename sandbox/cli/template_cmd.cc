@@ -14,12 +14,13 @@ namespace vessel::sandbox {
 namespace {
 
 void Usage(std::ostream& out) {
-  out << "usage: vessel template build [--config FILE] [--cpus N] [--memory MiB] [--if-missing]\n"
+  out << "usage: vessel template build [--config FILE] [--cpus N] [--memory MiB] [--network] [--if-missing]\n"
          "       vessel template ls [--config FILE]\n"
          "       vessel template rm [--config FILE] KEY-PREFIX|all\n"
          "A template is the default guest booted until its agent answers, paused and saved under\n"
          "the template directory (default /var/cache/vessel/templates for root). `vessel run` and the SDK restore\n"
-         "sandboxes from the template that matches their kernel, initramfs, vCPUs and memory.\n";
+         "sandboxes from the template that matches their kernel, initramfs, vCPUs and memory.\n"
+         "--network builds the shape with a network device, for sandboxes with a pod network.\n";
 }
 
 std::string When(int64_t unix_seconds) {
@@ -45,6 +46,7 @@ int TemplateMain(int argc, char** argv) {
   std::vector<std::string> rest;
   bool verbose = false;
   bool if_missing = false;
+  bool network = false;
   for (int i = 3; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::optional<std::string> {
@@ -69,6 +71,8 @@ int TemplateMain(int argc, char** argv) {
         return (std::cerr << "vessel template: --memory must be a number of MiB, at least 64\n", 2);
       }
       memory = n;
+    } else if (a == "--network") {
+      network = true;
     } else if (a == "--if-missing") {
       if_missing = true;
     } else if (a == "-v" || a == "--verbose") {
@@ -97,7 +101,7 @@ int TemplateMain(int argc, char** argv) {
       absl::StatusOr<std::vector<TemplateInfo>> all = ListTemplates(*rt);
       if (all.ok()) {
         for (const TemplateInfo& t : *all) {
-          if (t.current) {
+          if (t.current && t.network == network) {
             std::cerr << "vessel template build: template " << t.key.substr(0, 12)
                       << " already matches this configuration (" << t.dir << ")\n";
             std::cout << t.key << "\t" << t.dir << "\n";
@@ -106,7 +110,7 @@ int TemplateMain(int argc, char** argv) {
         }
       }
     }
-    absl::StatusOr<TemplateInfo> t = BuildTemplate(*rt);
+    absl::StatusOr<TemplateInfo> t = BuildTemplate(*rt, network);
     if (!t.ok()) {
       std::cerr << "vessel template build: " << t.status().message() << "\n";
       return 1;
@@ -121,11 +125,12 @@ int TemplateMain(int argc, char** argv) {
       std::cerr << "vessel template ls: " << all.status().message() << "\n";
       return 1;
     }
-    std::cout << absl::StrFormat("%-14s %-5s %-9s %-10s %-20s %s\n", "KEY", "VCPUS", "MEMORY", "ON DISK",
-                                 "CREATED", "USED BY THIS CONFIG");
+    std::cout << absl::StrFormat("%-14s %-5s %-9s %-7s %-10s %-20s %s\n", "KEY", "VCPUS", "MEMORY", "NETWORK",
+                                 "ON DISK", "CREATED", "USED BY THIS CONFIG");
     for (const TemplateInfo& t : *all) {
-      std::cout << absl::StrFormat("%-14s %-5d %-9s %-10s %-20s %s\n", t.key.substr(0, 12), t.vcpus,
-                                   absl::StrCat(t.memory_mib, " MiB"), absl::StrCat(t.disk_bytes >> 20, " MiB"),
+      std::cout << absl::StrFormat("%-14s %-5d %-9s %-7s %-10s %-20s %s\n", t.key.substr(0, 12), t.vcpus,
+                                   absl::StrCat(t.memory_mib, " MiB"), t.network ? "yes" : "no",
+                                   absl::StrCat(t.disk_bytes >> 20, " MiB"),
                                    When(t.created_unix), t.current ? "yes" : "no (other inputs)");
     }
     if (all->empty()) std::cerr << "no templates under " << TemplateRoot(*rt) << " (vessel template build)\n";

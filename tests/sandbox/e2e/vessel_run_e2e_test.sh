@@ -53,7 +53,7 @@ check "the container reaches the host-side peer over TCP (the pod's network)" gr
 check "the guest's eth0 has the pod's IP" grep -qx "inet 10.0.4.2/24" <<<"$out"
 check "the guest's eth0 has the pod's MAC and MTU" bash -c "grep -qx 02:42:0a:00:04:02 <<<\"\$1\" && grep -qx 1400 <<<\"\$1\"" _ "$out"
 check "the guest has the pod's default route" grep -q "default via 10.0.4.1" <<<"$out"
-check "progress on stderr says the VM is booting" grep -q "booting a sandbox VM" "$state/stderr"
+check "progress on stderr says the VM is starting and which path it took" sh -c "grep -q \"starting a sandbox VM\" \"$state/stderr\" && grep -Eq \"restored from template|cold boot\" \"$state/stderr\""
 check "no tap and no ingress qdisc left in the pod namespace" \
   bash -c "! ip -n $pod link show tap0_vessel >/dev/null 2>&1 && ! tc -n $pod qdisc show dev eth0 | grep -q ingress"
 check "no sandbox directory or mount left" \
