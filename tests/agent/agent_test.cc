@@ -1069,6 +1069,33 @@ class AgentNetworkTest : public AgentTest {
   std::string netns_;
 };
 
+// A sandbox restored from a network template: the NIC still has the template's MAC; the agent
+// finds it by device_mac and gives it the pod's.
+TEST_F(AgentNetworkTest, DeviceMacFindsTheNicAndGivesItThePodsMac) {
+  v1::CreateSandboxRequest req;
+  req.set_sandbox_id("net-restored");
+  v1::Interface* eth = req.add_interfaces();
+  eth->set_name("eth0");
+  eth->set_mac("02:42:0a:00:04:02");
+  eth->set_device_mac("02:00:00:00:00:77");  // no device has it
+  absl::Status status = Call<Empty>("CreateSandbox", req).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_THAT(status.message(), HasSubstr("02:00:00:00:00:77"));
+  eth->set_device_mac("02:00:00:zz:00:77");
+  EXPECT_EQ(Call<Empty>("CreateSandbox", req).status().code(), absl::StatusCode::kInvalidArgument);
+  eth->set_device_mac(kMac);
+  v1::IPAddress* addr = eth->add_addresses();
+  addr->set_address("10.0.4.2");
+  addr->set_prefix_length(24);
+  status = Call<Empty>("CreateSandbox", req).status();
+  ASSERT_TRUE(status.ok()) << status;
+  nlohmann::json links = IpJson("addr show dev eth0");
+  ASSERT_TRUE(links.is_array() && links.size() == 1) << links.dump();
+  EXPECT_EQ(links[0].value("address", ""), "02:42:0a:00:04:02");
+  auto flags = links[0].value("flags", std::vector<std::string>{});
+  EXPECT_NE(std::find(flags.begin(), flags.end(), "UP"), flags.end()) << links.dump();
+}
+
 TEST_F(AgentNetworkTest, InterfacesRoutesAndDns) {
   v1::CreateSandboxRequest req;
   req.set_sandbox_id("net");
