@@ -50,6 +50,10 @@ const std::string& ScratchRoot() {
     for (const char* ns : {"net", "uts", "ipc", "pid", "cgroup", "mnt"}) {
       std::filesystem::create_symlink(std::string("/proc/self/ns/") + ns, t + "/ns/" + ns, ec);
     }
+    std::atexit([] {  // the scratch root goes with the process
+      std::error_code ignored;
+      std::filesystem::remove_all(ScratchRoot(), ignored);
+    });
     return new std::string(t);
   }();
   return *root;

@@ -73,6 +73,12 @@ Scratch& GetScratch() {
     sc->dir = t;
     sc->uds = t + "/v";
     sc->host_listener_path = sc->uds + "_5000";
+    std::atexit([] {  // the scratch directory goes with the process
+      const Scratch& s = GetScratch();
+      ::unlink(s.host_listener_path.c_str());
+      ::unlink(s.uds.c_str());
+      ::rmdir(s.dir.c_str());
+    });
     sc->host_listener.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
