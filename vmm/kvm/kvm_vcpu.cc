@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "vmm/base/errors.h"
+#include "vmm/kvm/raw_ioctl.h"
 #include "vmm/kvm/kvm_flex_ioctls.h"
 
 namespace vessel {
@@ -102,20 +103,12 @@ absl::StatusOr<uint64_t> KvmVcpu::Translate(uint64_t gva) const {
 
 absl::StatusOr<std::string> KvmVcpu::GetRaw(unsigned long request, size_t size,
                                             const char* name) const {
-  std::string bytes(size, '\0');
-  if (::ioctl(fd_.get(), request, bytes.data()) < 0) return ErrnoStatus(name);
-  return bytes;
+  return RawIoctlGet(fd_.get(), request, size, name);
 }
 
 absl::Status KvmVcpu::SetRaw(unsigned long request, absl::string_view bytes, size_t size,
                              const char* name) {
-  if (bytes.size() != size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": the state holds ", bytes.size(), " bytes, KVM expects ", size));
-  }
-  std::string copy(bytes);
-  if (::ioctl(fd_.get(), request, copy.data()) < 0) return ErrnoStatus(name);
-  return absl::OkStatus();
+  return RawIoctlSet(fd_.get(), request, bytes, size, name);
 }
 
 #if defined(__x86_64__)

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "vmm/base/errors.h"
+#include "vmm/kvm/raw_ioctl.h"
 #include "vmm/kvm/kvm_vcpu.h"
 
 namespace vessel {
@@ -90,21 +91,12 @@ absl::StatusOr<KvmVcpu> KvmVm::CreateVcpu(uint32_t id) {
 
 absl::StatusOr<std::string> KvmVm::GetRaw(unsigned long request, size_t size, const char* name,
                                           absl::string_view in) const {
-  std::string bytes(size, '\0');
-  std::copy_n(in.data(), std::min(in.size(), size), bytes.data());
-  if (::ioctl(fd_.get(), request, bytes.data()) < 0) return ErrnoStatus(name);
-  return bytes;
+  return RawIoctlGet(fd_.get(), request, size, name, in);
 }
 
 absl::Status KvmVm::SetRaw(unsigned long request, absl::string_view bytes, size_t size,
                            const char* name) {
-  if (bytes.size() != size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": the state holds ", bytes.size(), " bytes, KVM expects ", size));
-  }
-  std::string copy(bytes);
-  if (::ioctl(fd_.get(), request, copy.data()) < 0) return ErrnoStatus(name);
-  return absl::OkStatus();
+  return RawIoctlSet(fd_.get(), request, bytes, size, name);
 }
 
 }  // namespace vessel
