@@ -202,6 +202,15 @@ void ContainerImpl::Reap(ProcessState* process) {
   req.set_exec_id(process->exec_id);
   absl::StatusOr<v1::WaitProcessResponse> r =
       sandbox_->agent().Call<v1::WaitProcessResponse>("WaitProcess", req, absl::InfiniteDuration());
+  // A wait that fails while the agent connection is still up is not an exit: ask again (logged,
+  // so the cause shows), a few times, before reporting the process as lost.
+  for (int retry = 0; !r.ok() && retry < 3 && sandbox_->agent_alive(); ++retry) {
+    LogWarning("container ", id_, process->exec_id.empty() ? "" : absl::StrCat(" exec ", process->exec_id),
+               ": WaitProcess failed with the agent still connected (", r.status().ToString(),
+               "); waiting again");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200 << retry));
+    r = sandbox_->agent().Call<v1::WaitProcessResponse>("WaitProcess", req, absl::InfiniteDuration());
+  }
   absl::StatusOr<uint32_t> result =
       r.ok() ? absl::StatusOr<uint32_t>(r->exit_status())
              : absl::StatusOr<uint32_t>(absl::Status(r.status().code(),
