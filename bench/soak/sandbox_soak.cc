@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -34,6 +35,36 @@ sandbox::SandboxConfig Config(const std::string& id, const std::string& state_di
   return c;
 }
 
+// Warm-up (ids warm_prefix + i), the baseline, `iterations` timed runs of `one` (ids prefix + i,
+// stopping after 3 errors) with a trace point each, and the end sample.
+void RunIterations(SoakResult& r, ProcReport& self, const std::function<absl::Status(const std::string&)>& one,
+                   int warmup, int iterations, const std::string& warm_prefix, const std::string& prefix,
+                   bool verbose) {
+  for (int i = 0; i < warmup && r.errors.empty(); ++i) {
+    absl::Status s = one(absl::StrCat(warm_prefix, i));
+    if (!s.ok()) r.errors.push_back(absl::StrCat("warm-up: ", s.ToString()));
+  }
+  Reserve(r, self, iterations, 1);
+  self.baseline = SettledSample();
+  self.fd_targets_baseline = FdTargets();
+  AddTracePoint(self, 0, 0, verbose);
+  const auto t0 = Clock::now();
+  for (int i = 0; i < iterations && r.errors.size() < 3; ++i) {
+    const auto t = Clock::now();
+    absl::Status s = one(absl::StrCat(prefix, i));
+    r.iteration_ms.push_back(Ms(Clock::now() - t));
+    if (s.ok()) {
+      ++r.completed;
+    } else {
+      r.errors.push_back(s.ToString());
+    }
+    AddTracePoint(self, i + 1, 0, verbose);
+  }
+  r.total_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  self.end = SettledSample();
+  self.fd_targets_end = FdTargets();
+}
+
 }  // namespace
 
 SoakResult SandboxSoak(const SandboxSoakOptions& o) {
@@ -60,29 +91,7 @@ SoakResult SandboxSoak(const SandboxSoakOptions& o) {
     sb->reset();
     return s;
   };
-  for (int i = 0; i < o.warmup && r.errors.empty(); ++i) {
-    absl::Status s = one(absl::StrCat("soak-w", i));
-    if (!s.ok()) r.errors.push_back(absl::StrCat("warm-up: ", s.ToString()));
-  }
-  Reserve(r, self, o.iterations, 1);
-  self.baseline = SettledSample();
-  self.fd_targets_baseline = FdTargets();
-  AddTracePoint(self, 0, 0, o.verbose);
-  const auto t0 = Clock::now();
-  for (int i = 0; i < o.iterations && r.errors.size() < 3; ++i) {
-    const auto t = Clock::now();
-    absl::Status s = one(absl::StrCat("soak-", i));
-    r.iteration_ms.push_back(Ms(Clock::now() - t));
-    if (s.ok()) {
-      ++r.completed;
-    } else {
-      r.errors.push_back(s.ToString());
-    }
-    AddTracePoint(self, i + 1, 0, o.verbose);
-  }
-  r.total_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  self.end = SettledSample();
-  self.fd_targets_end = FdTargets();
+  RunIterations(r, self, one, o.warmup, o.iterations, "soak-w", "soak-", o.verbose);
   r.processes.push_back(self);
   std::error_code ec;
   std::filesystem::remove_all(state_dir, ec);
@@ -131,29 +140,7 @@ SoakResult SandboxContainerSoak(const SandboxContainerSoakOptions& o) {
     if (*status != 0) return absl::InternalError(absl::StrCat(id, ": `true` exited ", *status));
     return removed;
   };
-  for (int i = 0; i < o.warmup && r.errors.empty(); ++i) {
-    absl::Status st = one(absl::StrCat("w", i));
-    if (!st.ok()) r.errors.push_back(absl::StrCat("warm-up: ", st.ToString()));
-  }
-  Reserve(r, self, o.iterations, 1);
-  self.baseline = SettledSample();
-  self.fd_targets_baseline = FdTargets();
-  AddTracePoint(self, 0, 0, o.verbose);
-  const auto t0 = Clock::now();
-  for (int i = 0; i < o.iterations && r.errors.size() < 3; ++i) {
-    const auto t = Clock::now();
-    absl::Status st = one(absl::StrCat("c", i));
-    r.iteration_ms.push_back(Ms(Clock::now() - t));
-    if (st.ok()) {
-      ++r.completed;
-    } else {
-      r.errors.push_back(st.ToString());
-    }
-    AddTracePoint(self, i + 1, 0, o.verbose);
-  }
-  r.total_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  self.end = SettledSample();
-  self.fd_targets_end = FdTargets();
+  RunIterations(r, self, one, o.warmup, o.iterations, "w", "c", o.verbose);
   absl::Status stopped = s.Stop();
   if (!stopped.ok()) r.errors.push_back(absl::StrCat("Stop: ", stopped.ToString()));
   sb->reset();
