@@ -124,10 +124,13 @@ std::string TemplateRoot(const RuntimeConfig& rt) {
   return "/var/cache/vessel/templates";
 }
 
-absl::StatusOr<std::string> TemplateKey(const RuntimeConfig& rt, bool network) {
+namespace {
+
+// The digest of everything a template's guest is made of except its network shape: the two
+// template shapes share it (ListTemplates reads the kernel and initramfs once for both).
+absl::StatusOr<std::string> InputsDigest(const RuntimeConfig& rt) {
   Sha256 h;
   h.Field("vessel-template", "1");
-  h.Field("network", network ? "1" : "0");
   h.Field("snapshot-format", absl::StrCat(snapshot::kFormatVersion));
   h.Field("platform", DetectPlatform().Name());
   h.Field("vcpus", absl::StrCat(rt.vcpus));
@@ -138,6 +141,20 @@ absl::StatusOr<std::string> TemplateKey(const RuntimeConfig& rt, bool network) {
   h.Update("initramfs\n");
   VESSEL_RETURN_IF_ERROR(h.UpdateFile("initramfs", rt.initramfs));
   return h.HexDigest();
+}
+
+std::string KeyOf(const std::string& inputs_digest, bool network) {
+  Sha256 h;
+  h.Field("inputs", inputs_digest);
+  h.Field("network", network ? "1" : "0");
+  return h.HexDigest();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> TemplateKey(const RuntimeConfig& rt, bool network) {
+  VESSEL_ASSIGN_OR_RETURN(std::string inputs, InputsDigest(rt));
+  return KeyOf(inputs, network);
 }
 
 absl::StatusOr<TemplateInfo> BuildTemplate(const RuntimeConfig& rt_in, bool network) {
@@ -204,15 +221,14 @@ absl::StatusOr<std::vector<TemplateInfo>> ListTemplates(const RuntimeConfig& rt)
   const std::string root = TemplateRoot(rt);
   std::error_code ec;
   if (!std::filesystem::exists(root, ec)) return out;
-  absl::StatusOr<std::string> current = TemplateKey(rt, false);
-  absl::StatusOr<std::string> current_net = TemplateKey(rt, true);
+  absl::StatusOr<std::string> inputs = InputsDigest(rt);
   for (const auto& entry : std::filesystem::directory_iterator(root, ec)) {
     const std::string name = entry.path().filename().string();
     if (name.empty() || name[0] == '.' || !entry.is_directory()) continue;
     absl::StatusOr<TemplateInfo> t = ReadTemplate(entry.path().string());
     if (!t.ok()) continue;
-    t->current = name == t->key && ((current.ok() && t->key == *current) ||
-                                    (current_net.ok() && t->key == *current_net));
+    t->current = name == t->key && inputs.ok() &&
+                 (t->key == KeyOf(*inputs, false) || t->key == KeyOf(*inputs, true));
     out.push_back(std::move(*t));
   }
   if (ec) return absl::InternalError(absl::StrCat("list ", root, ": ", ec.message()));

@@ -524,7 +524,7 @@ absl::Status Machine::Resume() {
 }
 
 bool Machine::paused() const {
-  std::lock_guard lock(const_cast<std::mutex&>(mu_));
+  std::lock_guard lock(mu_);
   return paused_;
 }
 

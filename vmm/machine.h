@@ -196,7 +196,7 @@ class Machine {
   int restore_memory_fd_ = -1;
   std::vector<uint64_t> restore_memory_offsets_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::optional<MachineExit> exit_;
   std::vector<std::thread> threads_;
